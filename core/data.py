@@ -1,0 +1,98 @@
+"""Dataset logic that needs no I/O: splits, CINIC-10 sampling, origins."""
+import hashlib
+import heapq
+import re
+
+import numpy as np
+
+from core import StageError
+from core.archives import ArchiveError, decode_image, iter_files
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# CINIC-10 names each image after its source: CIFAR-10 images as
+# cifar10-<split>-<index>.png, ImageNet ones as n<synset>_<number>.png.
+CINIC_ORIGINS = {
+    "cifar10": re.compile(r"cifar10-(train|test)-\d+\.png"),
+    "imagenet": re.compile(r"n\d+_\d+\.png"),
+}
+
+
+def split_stratified(y, fraction, seed):
+    """Seeded stratified split of indices: (keep, held_out), each sorted.
+
+    Each class gives round(fraction * its count) indices to `held_out`.
+    """
+    rng = np.random.default_rng(seed)
+    held = []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        held.append(rng.permutation(idx)[:round(fraction * len(idx))])
+    held = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(y)), held)
+    return keep, held
+
+
+def class_counts(y, classes):
+    return {c: int((y == i).sum()) for i, c in enumerate(classes)}
+
+
+def cinic_origin(filename):
+    for origin, pattern in CINIC_ORIGINS.items():
+        if pattern.fullmatch(filename):
+            return origin
+    return None
+
+
+def sample_key(seed, name):
+    """A seeded pseudo-random key per member name, independent of archive order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big")
+
+
+def sample_cinic(archive, per_class, origins, seed, split="test", classes=CIFAR10_CLASSES):
+    """Sample `per_class` images of each class from one split of a CINIC-10 archive.
+
+    One streaming pass, nothing extracted: each eligible member gets a seeded
+    key from its name and the `per_class` smallest keys per class are kept (a
+    uniform sample without replacement that does not depend on member order).
+    Returns x, y, origin arrays and the sampled member names, sorted by
+    (class, key).
+    """
+    kept = {c: [] for c in classes}  # class -> max-heap of (-key, name, bytes)
+    available = {c: 0 for c in classes}
+    seen_splits = set()
+    for name, read in iter_files(archive, desc="CINIC-10 archive"):
+        parts = name.rstrip("/").split("/")
+        if len(parts) >= 3 and read is not None:
+            seen_splits.add(parts[-3])
+        if read is None or len(parts) < 3 or parts[-3] != split:
+            continue
+        cls, filename = parts[-2], parts[-1]
+        if cls not in kept:
+            raise ArchiveError(f"{archive}: {name}: class {cls!r} is not a CIFAR-10 class ({', '.join(classes)})")
+        origin = cinic_origin(filename)
+        if origin is None:
+            raise ArchiveError(f"{archive}: {name}: file name matches neither CINIC-10 pattern "
+                               "(cifar10-<split>-<index>.png or n<synset>_<n>.png)")
+        if origin not in origins:
+            continue
+        available[cls] += 1
+        key = sample_key(seed, name)
+        heap = kept[cls]
+        if len(heap) < per_class:
+            heapq.heappush(heap, (-key, name, read()))
+        elif -heap[0][0] > key:
+            heapq.heapreplace(heap, (-key, name, read()))
+    if split not in seen_splits:
+        raise ArchiveError(f"{archive}: no {split}/<class>/<image> members; not the CINIC-10 layout "
+                           f"(splits found: {', '.join(sorted(seen_splits)) or 'none'})")
+    short = {c: n for c, n in available.items() if n < per_class}
+    if short:
+        detail = ", ".join(f"{c}: {n}" for c, n in short.items())
+        raise StageError(f"params.yaml: `cinic10.per_class` is {per_class} but the {split} split has fewer "
+                         f"images of origin {'/'.join(sorted(origins))} for {detail}; lower per_class")
+    rows = sorted((classes.index(c), -neg_key, name, data) for c, heap in kept.items() for neg_key, name, data in heap)
+    x = np.stack([decode_image(data, f"{archive}:{name}", convert_rgb=True) for *_, name, data in rows]) \
+        if rows else np.zeros((0, 32, 32, 3), np.uint8)
+    y = np.array([label for label, *_ in rows], dtype=np.uint8)
+    origin = np.array([cinic_origin(name.split("/")[-1]) for _, _, name, _ in rows], dtype="<U8")
+    return x, y, origin, [name for _, _, name, _ in rows]

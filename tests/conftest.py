@@ -1,0 +1,90 @@
+import copy
+import hashlib
+import re
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.params import load  # noqa: E402
+
+
+class ArchiveServer:
+    """A loopback HTTP server for test archives, with HTTP Range support.
+
+    `files[path] = bytes` serves a file; `cut[path] = n` makes the next request
+    for `path` send its full Content-Length but close after n bytes (a cut
+    connection); every request is logged as (path, Range header).
+    """
+
+    def __init__(self):
+        self.files, self.cut, self.log = {}, {}, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.log.append((self.path, self.headers.get("Range")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+                if match:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = server.cut.pop(self.path, None)
+                self.wfile.write(body[:cut] if cut is not None else body)
+                if cut is not None:
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def serve(self, path, data):
+        self.files[path] = data
+        return self.url(path)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = ArchiveServer()
+    yield s
+    s.close()
+
+
+def sha256(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def params(tmp_path):
+    """The project's params.yaml, with downloads kept in tmp_path and no waiting between retries."""
+    p = copy.deepcopy(load(ROOT / "params.yaml"))
+    p["fetch"].update(dir=str(tmp_path / "downloads"), backoff_s=0, timeout_s=5)
+    return p

@@ -1,0 +1,179 @@
+"""Stage download_cifar10 on tiny archives in the official binary layout and
+on class-folder datasets; failures leave no output and keep the old one."""
+import json
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from builders import add_bytes, cifar10_binary, class_folders, png_bytes, tar_directory
+from conftest import ROOT, sha256
+from core import StageError
+from core.io import load_npz
+from stages import download_cifar10
+
+
+def use_archive(params, server, archive, **extra):
+    data = archive.read_bytes()
+    params["cifar10"].update(urls=[server.serve("/cifar-10-binary.tar.gz", data)], checksum=sha256(data),
+                             size_bytes=len(data), **extra)
+    return params
+
+
+def test_parsed_arrays_equal_the_pixels_in_the_archive(params, server, tmp_path):
+    written = cifar10_binary(tmp_path / "c.tar.gz", per_batch=20, n_test=20)
+    out = tmp_path / "out"
+    download_cifar10.main(use_archive(params, server, tmp_path / "c.tar.gz", val_fraction=0.2), out_dir=out)
+
+    test = load_npz(out / "test.npz")
+    assert test["x"].dtype == np.uint8 and test["x"].shape == (20, 32, 32, 3)
+    np.testing.assert_array_equal(test["x"], written["test"][0])
+    np.testing.assert_array_equal(test["y"], written["test"][1])
+    # train + val is the official training set, split without loss or overlap.
+    train, val = load_npz(out / "train.npz"), load_npz(out / "val.npz")
+    x_all, y_all = written["train"]
+    assert len(train["x"]) == 80 and len(val["x"]) == 20
+    rows = {img.tobytes(): label for img, label in zip(x_all, y_all)}
+    got = [(img.tobytes(), label) for split in (train, val) for img, label in zip(split["x"], split["y"])]
+    assert sorted(got) == sorted(rows.items())
+    # Stratified: each class gives the same share to val.
+    assert np.bincount(val["y"], minlength=10).tolist() == [2] * 10
+    info = json.loads((out / "info.json").read_text())
+    assert info["classes"][:3] == ["airplane", "automobile", "bird"] and len(info["classes"]) == 10
+    assert info["counts"]["val"]["cat"] == 2 and sum(info["counts"]["train"].values()) == 80
+
+
+def test_val_split_is_seeded(params, server, tmp_path):
+    cifar10_binary(tmp_path / "c.tar.gz")
+    use_archive(params, server, tmp_path / "c.tar.gz")
+    download_cifar10.main(params, out_dir=tmp_path / "a")
+    download_cifar10.main(params, out_dir=tmp_path / "b")
+    params["seed"] += 1
+    download_cifar10.main(params, out_dir=tmp_path / "c")
+    a, b, c = (load_npz(tmp_path / d / "val.npz")["x"] for d in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing member", r"missing cifar-10-batches-bin/data_batch_3.bin"),
+    ("escaping member", r"'\.\./escape' points outside"),
+    ("symlink member", r"'cifar-10-batches-bin/link' is a link"),
+    ("truncated archive", r"cut short"),
+    ("ragged records", r"not a whole number of 3073-byte records"),
+])
+def test_bad_archive_fails_cleanly_and_keeps_old_output(params, tmp_path, case, match):
+    archive = tmp_path / "c.tar.gz"
+    if case == "missing member":
+        cifar10_binary(archive, skip={"cifar-10-batches-bin/data_batch_3.bin"})
+    elif case == "escaping member":
+        cifar10_binary(archive, extra=[("../escape", b"x")])
+    elif case == "symlink member":
+        cifar10_binary(archive)
+        with tarfile.open(archive, "r:gz") as src, tarfile.open(tmp_path / "l.tar.gz", "w:gz") as dst:
+            for m in src:
+                dst.addfile(m, src.extractfile(m))
+            add_bytes(dst, "cifar-10-batches-bin/link", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+        archive = tmp_path / "l.tar.gz"
+    elif case == "truncated archive":
+        cifar10_binary(archive)
+        archive.write_bytes(archive.read_bytes()[:-3000])
+    elif case == "ragged records":
+        cifar10_binary(archive, skip={"cifar-10-batches-bin/test_batch.bin"},
+                       extra=[("cifar-10-batches-bin/test_batch.bin", b"\x00" * 3000)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.npz").write_text("previous output")
+    params["cifar10"].update(urls=[str(archive)], checksum=None, size_bytes=None)
+    with pytest.raises(StageError, match=match):
+        download_cifar10.main(params, out_dir=out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
+    assert [p.name for p in out.iterdir()] == ["train.npz"]
+    assert (out / "train.npz").read_text() == "previous output"
+    assert not (tmp_path / "escape").exists()
+
+
+def test_cli_reports_one_line_and_exits_nonzero(tmp_path, params):
+    params["cifar10"].update(urls=[str(tmp_path / "missing.tar.gz")], checksum=None)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", "stages.download_cifar10"], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: could not get a verified copy from any source:", f"  {tmp_path}/missing.tar.gz: no such file"]
+    assert not (tmp_path / "data").exists()
+
+
+def test_bad_params_name_the_key(params, tmp_path):
+    for key, value, match in [("format", "pickle", "`cifar10.format` is 'pickle'; allowed: binary, folders"),
+                              ("val_fraction", 0.9, r"`cifar10.val_fraction` is 0.9; must be in \[0.01, 0.5\]"),
+                              ("urls", "none", "`cifar10.urls` is none; give")]:
+        bad = {**params, "cifar10": {**params["cifar10"], key: value}}
+        with pytest.raises(StageError, match=match):
+            download_cifar10.main(bad, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# Class-folder datasets: a user's own images through the same stage.
+
+def folders_params(params, source):
+    params["cifar10"].update(format="folders", urls=[str(source)], checksum=None, size_bytes=None, val_fraction=0.5)
+    return params
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_class_folders_from_directory_or_tar(params, tmp_path, packed):
+    written = class_folders(tmp_path / "ds", classes=("frog", "cat", "dog"), per_class=(6, 2))
+    source = tar_directory(tmp_path / "ds", tmp_path / "ds.tar.gz") if packed else tmp_path / "ds"
+    download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "info.json").read_text())
+    assert info["classes"] == ["cat", "dog", "frog"]
+    assert info["counts"] == {"train": {"cat": 3, "dog": 3, "frog": 3}, "val": {"cat": 3, "dog": 3, "frog": 3},
+                              "test": {"cat": 2, "dog": 2, "frog": 2}}
+    test = load_npz(tmp_path / "out" / "test.npz")
+    np.testing.assert_array_equal(test["x"], written["test"][0])
+    np.testing.assert_array_equal(test["y"], written["test"][1])
+
+
+def test_class_folders_under_a_top_level_directory(params, tmp_path):
+    class_folders(tmp_path / "wrap" / "mydata")
+    source = tar_directory(tmp_path / "wrap", tmp_path / "ds.tar.gz")
+    download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "info.json").read_text())["classes"] == ["cat", "dog", "frog"]
+
+
+@pytest.mark.parametrize("case, match", [
+    ("empty class", r"class folder train/owl has no images"),
+    ("non-image file", r"train/cat/notes.txt: not an image file"),
+    ("grayscale image", r"train/cat/gray.png: image mode is L, not RGB"),
+    ("rgba image", r"train/dog/alpha.png: image mode is RGBA, not RGB"),
+    ("corrupt image", r"train/cat/0000.png: not a readable image"),
+    ("different sizes", r"train/frog/big.png: image is 40x40 but .* is 32x32; resize"),
+    ("test class missing from train", r"test classes owl have no train/ folder"),
+])
+def test_bad_class_folder_dataset(params, tmp_path, case, match):
+    root = tmp_path / "ds"
+    class_folders(root)
+    rng = np.random.default_rng(1)
+    if case == "empty class":
+        (root / "train" / "owl").mkdir()
+    elif case == "non-image file":
+        (root / "train" / "cat" / "notes.txt").write_text("hello")
+    elif case == "grayscale image":
+        Image.fromarray(rng.integers(0, 256, (32, 32), np.uint8), "L").save(root / "train" / "cat" / "gray.png")
+    elif case == "rgba image":
+        (root / "train" / "dog" / "alpha.png").write_bytes(png_bytes(rng.integers(0, 256, (32, 32, 4), np.uint8)))
+    elif case == "corrupt image":
+        (root / "train" / "cat" / "0000.png").write_bytes(b"\x89PNG broken")
+    elif case == "different sizes":
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(root / "train" / "frog" / "big.png")
+    elif case == "test class missing from train":
+        (root / "test" / "owl").mkdir()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(root / "test" / "owl" / "a.png")
+    with pytest.raises(StageError, match=match):
+        download_cifar10.main(folders_params(params, root), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
