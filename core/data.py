@@ -20,13 +20,13 @@ CINIC_ORIGINS = {
 def split_stratified(y, fraction, seed):
     """Seeded stratified split of indices: (keep, held_out), each sorted.
 
-    Each class gives round(fraction * its count) indices to `held_out`.
+    Each class gives fraction * its count, rounded half up, to `held_out`.
     """
     rng = np.random.default_rng(seed)
     held = []
     for cls in np.unique(y):
         idx = np.flatnonzero(y == cls)
-        held.append(rng.permutation(idx)[:round(fraction * len(idx))])
+        held.append(rng.permutation(idx)[:int(fraction * len(idx) + 0.5)])
     held = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
     keep = np.setdiff1d(np.arange(len(y)), held)
     return keep, held

@@ -88,3 +88,31 @@ def params(tmp_path):
     p = copy.deepcopy(load(ROOT / "params.yaml"))
     p["fetch"].update(dir=str(tmp_path / "downloads"), backoff_s=0, timeout_s=5)
     return p
+
+
+def run_cmd(args, cwd, check=True):
+    """Run a command with this interpreter's environment first on PATH (so DVC
+    stages' `python` is the one running the tests)."""
+    import os
+    import subprocess
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A temporary git + DVC repo holding a copy of the project's pipeline."""
+    import shutil
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("core", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    run_cmd(["git", "init", "-q"], repo)
+    run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    return repo

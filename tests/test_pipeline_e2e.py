@@ -1,0 +1,53 @@
+"""The data stages through DVC itself, in a temporary git + DVC repo, against
+archives served from a loopback HTTP server."""
+import json
+import sys
+
+import pytest
+import yaml
+
+from builders import cifar10_binary, cinic10
+from conftest import run_cmd, sha256
+
+pytestmark = pytest.mark.e2e
+
+
+def dvc(repo, *args, check=True):
+    return run_cmd([sys.executable, "-m", "dvc", *args], repo, check=check)
+
+
+def test_dvc_repro_data_stages(project, server, tmp_path):
+    cifar10_binary(tmp_path / "cifar.tar.gz", per_batch=10, n_test=10)
+    cinic10(tmp_path / "cinic.tar.gz", imagenet=3, cifar=2, splits=("train", "test"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, name in (("cifar10", "cifar.tar.gz"), ("cinic10", "cinic.tar.gz")):
+        data = (tmp_path / name).read_bytes()
+        params[section].update(urls=[server.serve(f"/{name}", data)], checksum=sha256(data), size_bytes=len(data))
+    params["cinic10"]["per_class"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    dvc(project, "repro", "sample_cinic10", "download_cifar10")
+
+    info = json.loads((project / "data/cifar10/info.json").read_text())
+    assert {split: sum(c.values()) for split, c in info["counts"].items()} == {"train": 40, "val": 10, "test": 10}  # 5 per class, 10 % rounded half up
+    assert json.loads((project / "data/cinic10/info.json").read_text())["counts"]["ship"] == 2
+    assert (project / "data/cinic10/manifest.csv").read_text().count("\n") == 21
+    assert "up to date" in dvc(project, "status").stdout
+    assert "/cifar10" in (project / "data/.gitignore").read_text()
+    # Unchanged inputs: nothing runs again and nothing is downloaded again.
+    served = len(server.log)
+    assert "didn't change, skipping" in dvc(project, "repro", "sample_cinic10", "download_cifar10").stdout
+    assert len(server.log) == served
+
+
+def test_dvc_repro_fails_cleanly_on_bad_checksum(project, server, tmp_path):
+    cifar10_binary(tmp_path / "cifar.tar.gz")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["cifar10"].update(urls=[server.serve("/c.tar.gz", (tmp_path / "cifar.tar.gz").read_bytes())],
+                             checksum="sha256:" + "0" * 64, size_bytes=None)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc(project, "repro", "download_cifar10", check=False)
+    assert result.returncode != 0
+    assert "error: could not get a verified copy" in result.stderr and "expected 0000" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "data/cifar10").exists()
