@@ -10,12 +10,12 @@ run: setup        ## the whole chain for params.yaml's `model`
 	dvc repro
 
 # Air-gapped form: a local class-folder archive of CIFAR-10 (here the JPEG copy
-# in ../shared/data), no CINIC-10 shift set. Any local archive works the same way.
+# in ../shared/data), no CINIC-10 shift set, random initialisation (no ImageNet weights).
 OFFLINE_CIFAR10 ?= $(abspath ../shared/data/cifar10-jpg.tar.gz)
 OFFLINE_SHA256 ?= d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965
 run-offline: setup
 	dvc exp run -S cifar10.format=folders -S 'cifar10.urls=[$(OFFLINE_CIFAR10)]' \
-	  -S cifar10.checksum=sha256:$(OFFLINE_SHA256) -S cifar10.size_bytes=null -S cinic10.urls=none
+	  -S cifar10.checksum=sha256:$(OFFLINE_SHA256) -S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none
 
 test: setup       ## unit + end-to-end tests (a few minutes on 2 cores)
 	python -m pytest

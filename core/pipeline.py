@@ -1,0 +1,45 @@
+"""tf.data input pipelines: resize and preprocess in-graph, per batch."""
+import keras
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def augmenter(flip, rotation, zoom, seed):
+    """Random flip / rotation (fraction of a turn) / zoom (fraction), applied in the pipeline
+    so the saved model holds no augmentation layers."""
+    layers = [keras.layers.RandomFlip("horizontal", seed=seed)] if flip else []
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="reflect", seed=seed))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="reflect", seed=seed))
+    return keras.Sequential(layers) if layers else None
+
+
+def images(x, y, size, preprocess, batch_size, shuffle_seed=None, augment=None):
+    """Batches of (preprocessed float32 images at `size` px, labels) from uint8 arrays.
+
+    Shuffling happens before batching, with a fixed seed, so two datasets of
+    the same length see their examples in the same order.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def prepare(xb, yb):
+        xb = tf.cast(xb, tf.float32)  # a new tensor: the uint8 source is never modified
+        if xb.shape[1] != size:
+            xb = tf.image.resize(xb, (size, size))
+        if augment is not None:
+            xb = augment(xb, training=True)
+        return preprocess(xb), yb
+
+    return ds.batch(batch_size).map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def features(f, y, batch_size, shuffle_seed=None):
+    """Batches of cached backbone features, shuffled like `images` would be."""
+    ds = tf.data.Dataset.from_tensor_slices((f, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(f), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -1,0 +1,55 @@
+"""Training steps shared by the features and train stages."""
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from core import pipeline
+from core.models import build_head, compile_model
+
+
+def extractor(backbone):
+    """Frozen backbone + global average pooling: images -> feature vectors."""
+    return keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()], name="extractor")
+
+
+def extract_features(backbone, x, size, preprocess, batch_size):
+    """Run the frozen backbone over uint8 images once; float32 (N, D)."""
+    ds = pipeline.images(x, np.zeros(len(x), np.uint8), size, preprocess, batch_size)
+    return extractor(backbone).predict(ds, verbose=1).astype(np.float32)
+
+
+def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0):
+    """model.fit with early stopping on val loss (best weights restored).
+
+    Returns (history dict, wall time in seconds, best epoch index within this fit).
+    """
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+    start = time.perf_counter()
+    history = model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                        callbacks=[stop, *callbacks], verbose=2).history
+    seconds = time.perf_counter() - start
+    best = int(np.argmin(history["val_loss"]))
+    return history, seconds, best
+
+
+def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, batch_size, seed):
+    """Random search over head units, dropout and learning rate on cached
+    features, scored on the validation split. Returns (best values, seconds)."""
+    import keras_tuner as kt  # only needed when tuning
+
+    def build(hp):
+        head = build_head(train_f.shape[1], n_classes, hp.Choice("units", space["units"]),
+                          hp.Float("dropout", *space["dropout"], step=0.1))
+        compile_model(head, hp.Float("learning_rate", *space["learning_rate"], sampling="log"))
+        return head
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=trials, seed=seed,
+                                directory=workdir, project_name="head", overwrite=True)
+        tuner.search(pipeline.features(train_f, train_y, batch_size, seed),
+                     validation_data=pipeline.features(val_f, val_y, batch_size), epochs=epochs, verbose=1)
+        best = tuner.get_best_hyperparameters(1)[0].values
+    return {k: best[k] for k in ("units", "dropout", "learning_rate")}, time.perf_counter() - start
