@@ -14,24 +14,32 @@ def extractor(backbone):
     return keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()], name="extractor")
 
 
+def predict(model, x, size, preprocess, batch_size):
+    """The model's outputs for uint8 images (resized and preprocessed in the pipeline); float32."""
+    ds = pipeline.images(x, np.zeros(len(x), np.uint8), size, preprocess, batch_size)
+    return model.predict(ds, verbose=1).astype(np.float32)
+
+
 def extract_features(backbone, x, size, preprocess, batch_size):
     """Run the frozen backbone over uint8 images once; float32 (N, D)."""
-    ds = pipeline.images(x, np.zeros(len(x), np.uint8), size, preprocess, batch_size)
-    return extractor(backbone).predict(ds, verbose=1).astype(np.float32)
+    return predict(extractor(backbone), x, size, preprocess, batch_size)
 
 
-def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0):
+def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0, watch_from=0):
     """model.fit with early stopping on val loss (best weights restored).
 
+    Early stopping only counts from epoch `watch_from` of this fit: a warm-up
+    + cosine schedule's early, high-rate epochs are too noisy to stop on.
     Returns (history dict, wall time in seconds, best epoch index within this fit).
     """
-    stop = keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True,
+                                         start_from_epoch=initial_epoch + watch_from)
     start = time.perf_counter()
+    # shuffle=False: the tf.data pipelines shuffle (seeded) themselves.
     history = model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                        callbacks=[stop, *callbacks], verbose=2).history
+                        callbacks=[stop, *callbacks], shuffle=False, verbose=2).history
     seconds = time.perf_counter() - start
-    best = int(np.argmin(history["val_loss"]))
-    return history, seconds, best
+    return history, seconds, stop.best_epoch - initial_epoch  # the epoch whose weights were restored
 
 
 def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, batch_size, seed):

@@ -90,7 +90,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
             model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=s["weight_decay"]),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             h, metrics["scratch_time_s"], best = fit(model, images(train, shuffle_seed=seed, augment=augment),
-                                                     images(val), s["epochs"], t["patience"], [log])
+                                                     images(val), s["epochs"], t["patience"], [log],
+                                                     watch_from=s["epochs"] // 2)
             phases = {"scratch": (h, best)}
 
     for phase, (h, best) in phases.items():

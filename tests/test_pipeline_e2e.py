@@ -32,7 +32,7 @@ def test_dvc_repro_data_stages(project, server, tmp_path):
     assert {split: sum(c.values()) for split, c in info["counts"].items()} == {"train": 40, "val": 10, "test": 10}  # 5 per class, 10 % rounded half up
     assert json.loads((project / "data/cinic10/info.json").read_text())["counts"]["ship"] == 2
     assert (project / "data/cinic10/manifest.csv").read_text().count("\n") == 21
-    assert "up to date" in dvc(project, "status").stdout
+    assert "up to date" in dvc(project, "status", "download_cifar10", "sample_cinic10").stdout
     assert "/cifar10" in (project / "data/.gitignore").read_text()
     # Unchanged inputs: nothing runs again and nothing is downloaded again.
     served = len(server.log)
@@ -51,3 +51,47 @@ def test_dvc_repro_fails_cleanly_on_bad_checksum(project, server, tmp_path):
     assert "error: could not get a verified copy" in result.stderr and "expected 0000" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project / "data/cifar10").exists()
+
+
+def tiny_pipeline_params(project, tmp_path):
+    """params.yaml of the temporary repo: a tiny class-folder dataset, one epoch, 32 px, no downloads."""
+    from builders import class_folders
+    class_folders(tmp_path / "images", classes=("cat", "dog", "ship"), per_class=(8, 4))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params.update(weights="none", image_size=32)
+    params["cifar10"].update(format="folders", urls=[str(tmp_path / "images")], checksum=None, size_bytes=None,
+                             val_fraction=0.25)
+    params["cinic10"]["urls"] = "none"
+    t = params["train"]
+    t["batch_size"] = 8
+    for phase in ("frozen", "fine_tune", "scratch"):
+        t[phase]["epochs"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_cmd(["git", "add", "-A"], project)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
+
+
+def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
+    tiny_pipeline_params(project, tmp_path)
+    first = dvc(project, "exp", "run", "-n", "base").stdout
+    assert "Running stage 'train'" in first
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["model"] == "basecnn" and metrics["scratch_epochs"] == 1
+    assert (project / "models/model.keras").stat().st_size > 0
+    assert (project / "plots/train/plots/metrics/eval/accuracy.tsv").exists()
+
+    second = dvc(project, "exp", "run", "-n", "mnv2", "-S", "model=mobilenetv2").stdout
+    assert "Stage 'download_cifar10' didn't change, skipping" in second
+    assert "Running stage 'features'" in second and "Running stage 'train'" in second
+    metrics = json.loads((project / "metrics/train.json").read_text())
+    assert metrics["model"] == "mobilenetv2" and metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1
+    # Both phases on one DVCLive step axis.
+    assert (project / "plots/train/plots/metrics/eval/accuracy.tsv").read_text().count("\n") == 3
+
+    # A head-only change trains again without running the backbone over the data.
+    third = dvc(project, "exp", "run", "-n", "head", "-S", "model=mobilenetv2", "-S", "train.head.units=32").stdout
+    assert "Stage 'features' didn't change, skipping" in third and "Running stage 'train'" in third
+
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    names = {exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])}
+    assert {"base", "mnv2", "head"} <= names, names

@@ -1,0 +1,86 @@
+"""Benchmark: the frozen phase both ways on the same data and head.
+
+  cached   run the frozen backbone over train and val once, train the head on the features
+  in-loop  train the same head with the frozen backbone run on every step (the seed's way)
+
+Run by hand (not a test), after the data stage:
+  python -m bench.frozen_phase --model mobilenetv2 --size 96 --train 5000 --val 1000 --epochs 5 --repeats 3
+Prints a markdown table of medians and writes bench/results/frozen_phase.json.
+"""
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from core import hardware, models, pipeline
+from core.io import load_npz, write_json
+from core.training import extract_features, fit
+
+
+def run_once(args, train, val, cached):
+    keras.utils.set_random_seed(args.seed)
+    entry = models.entry(args.model)
+    model, backbone, head = models.build_model(args.model, 10, args.size, "none", args.units, args.dropout)
+    start = time.perf_counter()
+    if cached:
+        ftrain = extract_features(backbone, train["x"], args.size, entry.preprocess, args.batch)
+        fval = extract_features(backbone, val["x"], args.size, entry.preprocess, args.batch)
+        extract_s = time.perf_counter() - start
+        models.compile_model(head, args.lr)
+        fit(head, pipeline.features(ftrain, train["y"], args.batch, args.seed),
+            pipeline.features(fval, val["y"], args.batch), args.epochs, patience=args.epochs)
+    else:
+        extract_s = 0.0
+        models.compile_model(model, args.lr)
+        fit(model, pipeline.images(train["x"], train["y"], args.size, entry.preprocess, args.batch, args.seed),
+            pipeline.images(val["x"], val["y"], args.size, entry.preprocess, args.batch), args.epochs,
+            patience=args.epochs)
+    total_s = time.perf_counter() - start
+    _, val_accuracy = model.evaluate(pipeline.images(val["x"], val["y"], args.size, entry.preprocess, args.batch),
+                                     verbose=0)
+    return {"total_s": total_s, "extract_s": extract_s, "val_accuracy": val_accuracy}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mobilenetv2")
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--train", type=int, default=5000, help="training images (first N of data/cifar10/train.npz)")
+    ap.add_argument("--val", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--units", type=int, default=256)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", default="bench/results/frozen_phase.json")
+    args = ap.parse_args()
+    plan = hardware.configure(args.seed)
+    train = {k: v[:args.train] for k, v in load_npz("data/cifar10/train.npz").items()}
+    val = {k: v[:args.val] for k, v in load_npz("data/cifar10/val.npz").items()}
+    runs = {"cached": [], "in_loop": []}
+    for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
+        for way in runs:
+            runs[way].append(run_once(args, train, val, cached=way == "cached"))
+    med = {way: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for way, rs in runs.items()}
+    result = {"args": vars(args), "runs": runs, "median": med,
+              "speedup": med["in_loop"]["total_s"] / med["cached"]["total_s"],
+              "conditions": {"cpu": platform.processor() or platform.machine(), "cores": hardware.usable_cores(),
+                             "tensorflow": tf.__version__, "threads": plan, "weights": "none (random init)"}}
+    write_json(args.out, result)
+    print(f"| way | wall time (s, median of {args.repeats}) | of which feature extraction (s) | val accuracy |")
+    print("|---|---|---|---|")
+    for way, m in med.items():
+        print(f"| {way} | {m['total_s']:.1f} | {m['extract_s']:.1f} | {m['val_accuracy']:.4f} |")
+    print(f"\nspeedup (in-loop / cached): {result['speedup']:.1f}x  "
+          f"({args.model}, {args.size} px, {args.train} train + {args.val} val images, {args.epochs} epochs)")
+    print(json.dumps(result["conditions"]))
+
+
+if __name__ == "__main__":
+    main()

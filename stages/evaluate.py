@@ -1,0 +1,103 @@
+"""Stage evaluate: the trained model on the CIFAR-10 test split (never used for
+selection) and on the CINIC-10 shift sample.
+
+Writes metrics/evaluate.json (accuracy, loss, macro F1, calibration error per
+set, CINIC accuracy per origin, the drop between the sets) and plots/evaluate/:
+confusion matrices as `actual,predicted` rows, per-class precision / recall /
+F1, and a grid of misclassified CINIC-10 images.
+"""
+import csv
+import io
+import json
+
+import keras
+import numpy as np
+
+from core import models
+from core import params as P
+from core.io import atomic_dir, load_npz, write_json, write_text
+from core.metrics import classification_report
+from core.training import predict
+
+
+def rows_csv(header, rows):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def misclassified_grid(path, x, y, probs, classes, origins, n=24):
+    """A PNG of the first `n` misclassified images: true -> predicted (confidence)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wrong = np.flatnonzero(probs.argmax(axis=1) != y)[:n]
+    cols = 6
+    fig, axes = plt.subplots(max(1, -(-len(wrong) // cols)), cols, figsize=(2 * cols, 2.3 * max(1, -(-len(wrong) // cols))),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), wrong):
+        ax.imshow(x[i], interpolation="nearest")
+        p = probs[i].argmax()
+        ax.set_title(f"{classes[y[i]]} → {classes[p]}\n{probs[i, p]:.0%} ({origins[i]})", fontsize=8)
+    fig.suptitle("CINIC-10 sample: misclassified (true → predicted, confidence, origin)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
+         metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate"):
+    name = params["model"]
+    entry = models.entry(name)
+    size = models.input_size(name, P.number(params, "image_size", 32, 1024, integer=True))
+    batch_size = P.number(params, "evaluate.batch_size", 1, integer=True)
+    classes = json.loads(open(f"{data_dir}/info.json").read())["classes"]
+    model = keras.models.load_model(model_path)
+    sets = {"test": load_npz(f"{data_dir}/test.npz")}
+    cinic = load_npz(f"{cinic_dir}/sample.npz")
+    cinic_info = json.loads(open(f"{cinic_dir}/info.json").read())
+    if len(cinic["y"]):
+        if cinic_info["classes"] != classes:
+            raise P.ParamError(f"{cinic_dir} has CIFAR-10's classes but the dataset's are {classes}; "
+                               "set `cinic10.urls: none` for a dataset of your own")
+        sets["cinic10"] = cinic
+
+    metrics, per_class, confusions, probs = {}, {}, {}, {}
+    for set_name, data in sets.items():
+        probs[set_name] = predict(model, data["x"], size, entry.preprocess, batch_size)
+        report = classification_report(data["y"], probs[set_name], classes)
+        per_class[set_name] = rows_csv(["class", "accuracy", "precision", "f1"], (
+            (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items()))
+        confusions[set_name] = rows_csv(["actual", "predicted"], (
+            (classes[a], classes[p]) for a, p in zip(data["y"], probs[set_name].argmax(axis=1))))
+        metrics[set_name] = report
+    if "cinic10" in sets:
+        correct = probs["cinic10"].argmax(axis=1) == cinic["y"]
+        origins = sorted(set(cinic["origin"].tolist()))
+        if len(origins) > 1:
+            metrics["cinic10"]["accuracy_by_origin"] = {o: float(correct[cinic["origin"] == o].mean())
+                                                        for o in origins}
+        metrics["accuracy_drop"] = metrics["test"]["accuracy"] - metrics["cinic10"]["accuracy"]
+    else:
+        metrics["cinic10"] = {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
+
+    with atomic_dir(plots_dir) as tmp:
+        for set_name in sets:
+            write_text(tmp / f"confusion_{set_name}.csv", confusions[set_name])
+            write_text(tmp / f"per_class_{set_name}.csv", per_class[set_name])  # accuracy of a class = its recall
+        if "cinic10" in sets:
+            misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
+                               cinic["origin"])
+    write_json(metrics_path, metrics)
+    summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
+    print(f"{name}: accuracy {summary}")
+
+
+if __name__ == "__main__":
+    from core.cli import run
+    run(main)

@@ -1,0 +1,136 @@
+"""Stages evaluate and profile: figures that mean what their names say."""
+import csv
+import json
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from core import metrics as M
+from core import models, profiling
+from core.data import CIFAR10_CLASSES
+from core.io import load_npz, save_npz, write_json
+from stages import evaluate, profile
+
+
+# Metric functions on hand-checked inputs.
+
+def test_percentiles_come_from_the_recorded_samples():
+    samples_s = np.arange(1, 101) / 1000.0  # 1..100 ms, shuffled order must not matter
+    got = M.percentiles_ms(np.random.default_rng(0).permutation(samples_s))
+    assert got == pytest.approx({"p50": 50.5, "p90": 90.1, "p99": 99.01})
+
+
+def test_confusion_and_per_class_figures():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    assert M.confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    precision, recall, f1 = M.per_class(y_true, y_pred, 3)
+    assert precision.tolist() == pytest.approx([0.5, 2 / 3, 1.0])
+    assert recall.tolist() == pytest.approx([0.5, 1.0, 0.5])
+    assert f1.tolist() == pytest.approx([0.5, 0.8, 2 / 3])
+
+
+def test_expected_calibration_error():
+    y = np.array([0, 0, 0, 0])
+    confident_right = np.array([[0.95, 0.05]] * 4)
+    assert M.expected_calibration_error(y, confident_right) == pytest.approx(0.05)
+    half_wrong = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])  # 90 % sure, 50 % right
+    assert M.expected_calibration_error(y, half_wrong) == pytest.approx(0.4)
+
+
+# Stages on a tiny saved model.
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, params):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8),
+             y=(np.arange(60) % 10).astype(np.uint8))
+    write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES})
+    origin = np.array(["imagenet", "cifar10"] * 15)
+    save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+             y=(np.arange(30) % 10).astype(np.uint8), origin=origin)
+    write_json("data/cinic10/info.json", {"source": "test", "classes": CIFAR10_CLASSES})
+    keras.utils.set_random_seed(0)
+    model, _, _ = models.build_model("basecnn", 10, 32, "none", 0, 0.0)
+    models.compile_model(model, 1e-3)
+    model.save("model.keras")
+    params.update(model="basecnn", image_size=32)
+    params["profile"].update(warmup_runs=2, latency_runs=30, batch_size=4, throughput_runs=3, tflite=["fp32"],
+                             tflite_eval_images=12)
+    return params
+
+
+def test_evaluate_figures_equal_model_evaluate(workdir):
+    evaluate.main(workdir, model_path="model.keras")
+    m = json.loads(open("metrics/evaluate.json").read())
+    model = keras.models.load_model("model.keras")
+    for set_name, path in (("test", "data/cifar10/test.npz"), ("cinic10", "data/cinic10/sample.npz")):
+        data = load_npz(path)
+        loss, accuracy = model.evaluate(data["x"].astype(np.float32) / 255.0, data["y"], verbose=0)
+        assert m[set_name]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        assert m[set_name]["loss"] == pytest.approx(loss, rel=1e-4)
+        with open(f"plots/evaluate/confusion_{set_name}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == len(data["y"]) and set(rows[0]) == {"actual", "predicted"}
+        assert rows[0]["actual"] == "airplane"
+        assert 0.0 <= m[set_name]["ece"] <= 1.0 and 0.0 <= m[set_name]["macro_f1"] <= 1.0
+    assert set(m["cinic10"]["accuracy_by_origin"]) == {"cifar10", "imagenet"}
+    assert m["accuracy_drop"] == pytest.approx(m["test"]["accuracy"] - m["cinic10"]["accuracy"])
+    with open("plots/evaluate/per_class_test.csv") as f:
+        assert [r["class"] for r in csv.DictReader(f)] == CIFAR10_CLASSES
+    from PIL import Image
+    assert Image.open("plots/evaluate/cinic10_misclassified.png").size[0] > 100
+
+
+def test_evaluate_without_shift_set_says_so(workdir):
+    save_npz("data/cinic10/sample.npz", x=np.zeros((0, 32, 32, 3), np.uint8), y=np.zeros(0, np.uint8),
+             origin=np.zeros(0, "<U8"))
+    write_json("data/cinic10/info.json", {"source": "none", "classes": CIFAR10_CLASSES})
+    evaluate.main(workdir, model_path="model.keras")
+    m = json.loads(open("metrics/evaluate.json").read())
+    assert m["cinic10"] == {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
+    assert "accuracy_drop" not in m
+
+
+def test_reported_latency_agrees_with_an_independent_timer(workdir):
+    model = keras.models.load_model("model.keras")
+    reported, _ = profiling.latency(model, 32, runs=50, warmup=5)
+    fn = tf.function(lambda x: model(x, training=False))
+    x = tf.zeros((1, 32, 32, 3))
+    fn(x).numpy()
+    own = []
+    for _ in range(50):
+        start = time.perf_counter()
+        fn(x).numpy()
+        own.append(time.perf_counter() - start)
+    own_p50_ms = float(np.median(own)) * 1000
+    assert reported["latency_p50_ms"] == pytest.approx(own_p50_ms, rel=0.3)
+
+
+def test_profile_from_disk_equals_profile_in_memory(workdir):
+    model = keras.models.load_model("model.keras")
+    keras.utils.set_random_seed(0)
+    in_memory, _, _ = models.build_model("basecnn", 10, 32, "none", 0, 0.0)
+    assert profiling.size_report(model, "model.keras") == profiling.size_report(in_memory, "model.keras")
+    assert profiling.size_report(model, "model.keras")["weights_mb"] == pytest.approx(
+        model.count_params() * 4 / 1e6)
+
+
+def test_profile_stage_writes_every_figure(workdir):
+    profile.main(workdir, model_path="model.keras", export_dir="tflite")
+    m = json.loads(open("metrics/profile.json").read())
+    for key in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_ips", "cpu_utilisation_pct",
+                "params_total", "params_trainable", "flops_per_image", "size_mb", "weights_mb", "rss_after_load_mb",
+                "peak_rss_mb", "tflite_fp32_size_mb", "tflite_fp32_latency_p50_ms", "tflite_fp32_accuracy"):
+        assert m[key] > 0 or key == "tflite_fp32_accuracy", key
+    assert m["latency_p50_ms"] <= m["latency_p90_ms"] <= m["latency_p99_ms"]
+    # fp32 TFLite computes the same function: same predictions as Keras on the same images.
+    assert m["tflite_fp32_accuracy"] == pytest.approx(m["keras_accuracy_on_eval_images"])
+    assert m["conditions"]["latency_runs"] == 30 and m["conditions"]["usable_cores"] >= 1
+    # basecnn's convolutions do 38.6 M multiply-adds per 32 px image; one counts as 2 FLOPs.
+    assert 77e6 < m["flops_per_image"] < 80e6
+    assert open("tflite/model_fp32.tflite", "rb").read(8)[4:] == b"TFL3"

@@ -1,0 +1,138 @@
+"""The registry and the two-phase recipe, on tiny random data at 32 px."""
+import socket
+
+import keras
+import numpy as np
+import pytest
+
+from core import StageError, hardware, models, pipeline
+from core.training import extract_features, fit
+
+
+def tiny(n=40, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8)
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(StageError, match="`model` is 'vgg16'; allowed: basecnn, mobilenetv2, resnet50v2, "
+                                         "efficientnetb0, densenet121"):
+        models.entry("vgg16")
+
+
+def test_input_size_constraints():
+    assert models.input_size("basecnn", 96) == 32  # fixed
+    assert models.input_size("mobilenetv2", 64) == 64
+    with pytest.raises(StageError, match="`image_size` is 16; densenet121 needs at least 32 px"):
+        models.input_size("densenet121", 16)
+
+
+def test_each_entry_has_its_own_preprocessing():
+    x = np.full((1, 2, 2, 3), 255.0, np.float32)
+    got = {name: np.asarray(e.preprocess(x.copy())).ravel()[0] for name, e in models.REGISTRY.items()}
+    assert got["mobilenetv2"] == got["resnet50v2"] == pytest.approx(1.0)  # [-1, 1]
+    assert got["efficientnetb0"] == pytest.approx(255.0)  # the model normalises inside
+    assert got["densenet121"] == pytest.approx((1 - 0.485) / 0.229)  # ImageNet mean/std, "torch" mode
+    assert got["basecnn"] == pytest.approx(1.0)
+
+
+def test_pipeline_never_modifies_the_raw_arrays():
+    x, y = tiny(8)
+    before = x.copy()
+    for e in models.REGISTRY.values():
+        list(pipeline.images(x, y, 40, e.preprocess, 4))
+    np.testing.assert_array_equal(x, before)
+
+
+def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
+    keras.utils.set_random_seed(0)
+    model, backbone, head = models.build_model("mobilenetv2", 10, 32, "none", 16, 0.0)
+    assert not any(layer.trainable for layer in backbone.layers if layer.weights) or not backbone.trainable
+    assert {w.path for w in model.trainable_weights} == {w.path for w in head.trainable_weights}
+
+    n = models.unfreeze(model, backbone, 0.25, 1e-5)
+    top = backbone.layers[-round(0.25 * len(backbone.layers)):]
+    bn = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top) > 0
+    assert all(not layer.trainable for layer in bn)
+    assert all(not layer.trainable for layer in backbone.layers[:-len(top)])
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+    # One training step: the unfrozen top conv moves; frozen layers and BatchNorm statistics do not.
+    conv_top = next(layer for layer in reversed(top) if isinstance(layer, keras.layers.Conv2D))
+    conv_low = next(layer for layer in backbone.layers[:-len(top)] if isinstance(layer, keras.layers.Conv2D))
+    before = {id(v): keras.ops.convert_to_numpy(v).copy() for layer in (conv_top, conv_low, *bn)
+              for v in layer.weights}
+    x, y = tiny(8)
+    model.fit(pipeline.images(x, y, 32, models.REGISTRY["mobilenetv2"].preprocess, 8), epochs=1, verbose=0)
+    changed = lambda layer: any(not np.array_equal(before[id(v)], keras.ops.convert_to_numpy(v))  # noqa: E731
+                                for v in layer.weights)
+    assert changed(conv_top)
+    assert not changed(conv_low)
+    assert not any(changed(layer) for layer in bn)
+
+
+def test_cached_features_give_the_same_head_as_the_in_loop_path():
+    """Phase 1 on cached features == phase 1 with the frozen backbone run every step.
+
+    ResNet50V2 because its random-init features are not degenerate (MobileNetV2's
+    and EfficientNetB0's vanish to ~1e-7 without ImageNet weights)."""
+    x, y = tiny(48)
+    entry = models.REGISTRY["resnet50v2"]
+    heads = []
+    for cached in (True, False):
+        keras.utils.set_random_seed(3)
+        model, backbone, head = models.build_model("resnet50v2", 10, 32, "none", 16, 0.2)
+        initial = [keras.ops.convert_to_numpy(w).copy() for w in head.weights]
+        if cached:
+            f = extract_features(backbone, x, 32, entry.preprocess, 16)
+            assert np.abs(f).mean() > 1e-3
+            models.compile_model(head, 1e-2)
+            fit(head, pipeline.features(f, y, 8, shuffle_seed=5), pipeline.features(f, y, 8), 2, 5)
+        else:
+            models.compile_model(model, 1e-2)
+            fit(model, pipeline.images(x, y, 32, entry.preprocess, 8, shuffle_seed=5),
+                pipeline.images(x, y, 32, entry.preprocess, 8), 2, 5)
+        heads.append([keras.ops.convert_to_numpy(w) for w in head.weights])
+    for a, b in zip(*heads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not all(np.allclose(a, c) for a, c in zip(heads[0], initial))  # training did move the head
+
+
+def test_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
+    keras.utils.set_random_seed(1)
+    source = models.build_backbone("mobilenetv2", 32, "none")
+    source.save_weights(tmp_path / "mnv2.weights.h5")
+    loaded = models.build_backbone("mobilenetv2", 32, str(tmp_path / "mnv2.weights.h5"))
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    with pytest.raises(StageError, match="`weights` file .*mnv2.weights.h5 does not fit efficientnetb0"):
+        models.build_backbone("efficientnetb0", 32, str(tmp_path / "mnv2.weights.h5"))
+    with pytest.raises(StageError, match="`weights` is 'imagenet21k'; allowed: imagenet, none"):
+        models.build_backbone("efficientnetb0", 32, "imagenet21k")
+
+
+def test_imagenet_weights_offline_fail_at_once_with_the_fix(tmp_path, monkeypatch):
+    # No network: every request goes to a closed loopback port; an empty Keras cache.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(StageError, match=r"could not get ImageNet weights for resnet50v2 .*set `weights: none`"):
+        models.build_backbone("resnet50v2", 32, "imagenet")
+
+
+@pytest.mark.parametrize("gpus, strategy, mixed, threads", [
+    ([], "default", False, 2),
+    (["GPU:0"], "default", True, 0),
+    (["GPU:0", "GPU:1"], "mirrored", True, 0),
+])
+def test_hardware_plan(gpus, strategy, mixed, threads):
+    p = hardware.plan(gpus, cores=2)
+    assert (p["strategy"], p["mixed_precision"], p["intra_op_threads"]) == (strategy, mixed, threads)
+
+
+def test_strategy_on_this_machine():
+    import tensorflow as tf
+    assert isinstance(hardware.strategy(hardware.plan([], 2)), tf.distribute.Strategy)

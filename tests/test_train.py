@@ -1,0 +1,89 @@
+"""Stages features + train on tiny random data: every registry entry, one epoch, 32 px."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from core import StageError
+from core.io import load_npz, save_npz, write_json
+from core.models import REGISTRY
+from stages import features, train
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, params):
+    """A working directory with a tiny data/cifar10 and params for one-epoch runs."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("val", 20)):
+        save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 y=(np.arange(n) % 10).astype(np.uint8))
+    write_json("data/cifar10/info.json", {"classes": [f"c{i}" for i in range(10)]})
+    params.update(weights="none", image_size=32)
+    t = params["train"]
+    t["batch_size"] = 16
+    for phase in ("frozen", "fine_tune", "scratch"):
+        t[phase]["epochs"] = 1
+    return params
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_entry_builds_and_trains(workdir, name):
+    workdir["model"] = name
+    features.main(workdir)
+    train.main(workdir)
+    info = json.loads(open("data/features/info.json").read())
+    metrics = json.loads(open("metrics/train.json").read())
+    assert metrics["model"] == info["model"] == name
+    if REGISTRY[name].pretrained:
+        assert load_npz("data/features/train.npz")["x"].shape[0] == 40
+        assert metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1 and metrics["unfrozen_layers"] > 0
+    else:
+        assert not info["frozen_phase"] and metrics["scratch_epochs"] == 1
+    for key in ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "train_time_s"):
+        assert np.isfinite(metrics[key])
+    model = keras.models.load_model("models/model.keras")
+    assert model.count_params() == metrics["params_total"]
+    # The saved val accuracy is what the saved model scores on val.
+    val = load_npz("data/cifar10/val.npz")
+    x = np.asarray(REGISTRY[name].preprocess(val["x"].astype(np.float32)))
+    assert model.evaluate(x, val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
+    steps = open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()
+    assert len(steps) == 1 + (2 if REGISTRY[name].pretrained else 1)  # header + one row per epoch
+
+
+def test_search_runs_on_cached_features_and_sets_the_head(workdir):
+    workdir["model"] = "mobilenetv2"
+    workdir["tune"].update(enabled=True, trials=3, epochs=1, units=[8, 16])
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert metrics["search_trials"] == 3 and metrics["search_time_s"] > 0
+    best = metrics["search_best"]
+    assert best["units"] in (8, 16) and 0.0 <= best["dropout"] <= 0.5
+    head = keras.models.load_model("models/model.keras").get_layer("head")
+    assert [layer.units for layer in head.layers if isinstance(layer, keras.layers.Dense)] == [best["units"], 10]
+
+
+def test_train_refuses_features_of_another_model(workdir):
+    workdir["model"] = "mobilenetv2"
+    features.main(workdir)
+    workdir["model"] = "densenet121"
+    with pytest.raises(StageError, match="holds features of mobilenetv2 at 32 px; run the features stage"):
+        train.main(workdir)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("train.frozen.epochs", -1, r"`train.frozen.epochs` is -1; must be in \[0, inf\]"),
+    ("train.head.dropout", 1.5, r"`train.head.dropout` is 1.5; must be in \[0.0, 0.9\]"),
+    ("train.batch_size", "big", "`train.batch_size` must be an integer"),
+])
+def test_bad_training_params_name_the_key(workdir, key, value, match):
+    section, *rest = key.split(".")
+    target = workdir[section]
+    for part in rest[:-1]:
+        target = target[part]
+    target[rest[-1]] = value
+    with pytest.raises(StageError, match=match):
+        train.main(workdir)
