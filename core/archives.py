@@ -6,10 +6,14 @@ the read, because a well-formed dataset has none and a crafted one uses them
 to escape its directory. Image bytes are decoded with Pillow, arrays with
 numpy; nothing from an archive is executed or unpickled.
 """
+import bz2
+import gzip
 import io
+import lzma
 import os
 import tarfile
 import zlib
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -26,6 +30,11 @@ CIFAR10_BIN_SPLITS = {
 CIFAR10_BIN_META = f"{CIFAR10_BIN_DIR}/batches.meta.txt"
 CIFAR10_RECORD_BYTES = 1 + 32 * 32 * 3  # label byte + channel-major pixels
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Modes with exactly one 8-bit RGB form: grey copied to R, G and B, a palette
+# looked up, CMYK and YCbCr by Pillow's formulas, an all-opaque alpha dropped.
+# Others (16-bit, float) need a scaling choice that is the user's to make.
+RGB_CONVERTIBLE = {"1", "L", "P", "CMYK", "YCbCr", "LA", "PA", "RGBA"}
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class ArchiveError(StageError):
@@ -77,21 +86,44 @@ def iter_files(source, desc="reading"):
                 path = Path(root) / name
                 yield (rel_root / name).as_posix(), path.read_bytes
         return
+    with open(source, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:  # tarfile would only say "invalid header"
+            raise ArchiveError(f"{source}: a zip archive; only tar archives (.tar, .tar.gz, .tgz, .tar.xz, .tar.bz2) "
+                               "and directories are read: unpack it and point the urls at the directory, or repack it "
+                               "as .tar.gz")
     try:
         with open(source, "rb") as raw, tqdm(total=source.stat().st_size, unit="B", unit_scale=True,
                                              desc=desc) as bar:
-            with tarfile.open(fileobj=io.BufferedReader(_ProgressReader(raw, bar)), mode="r|*") as tar:
+            stream = _decompressed(io.BufferedReader(_ProgressReader(raw, bar)))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     name = safe_name(member, source)
                     if member.isdir():
                         yield name + "/", None
                     else:
                         yield name, lambda m=member: _guarded(source, lambda: tar.extractfile(m).read())
+            # tarfile stops at the end-of-archive block; reading on to the end makes
+            # gzip / bz2 / xz check their CRC, so a flipped bit cannot pass unnoticed.
+            while stream.read(1 << 20):
+                pass
     except READ_ERRORS as e:
         _corrupt(source, e)
 
 
-READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+def _decompressed(raw):
+    """`raw` decompressed by the module its magic bytes name (tarfile's own
+    stream mode never checks a gzip CRC: a corrupt archive would read as data)."""
+    head = raw.peek(6)[:6]
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw)
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError)
 
 
 def _guarded(source, read):
@@ -102,12 +134,12 @@ def _guarded(source, read):
 
 
 def _corrupt(source, e):
-    raise ArchiveError(f"{source}: not a readable tar archive or cut short ({type(e).__name__}: {e}); "
-                       "delete it and download it again") from e
+    raise ArchiveError(f"{source}: corrupt, cut short or not a tar archive ({type(e).__name__}: {e}); "
+                       "delete it and get a fresh copy") from e
 
 
 def parse_cifar10_binary(archive):
-    """The official cifar-10-binary.tar.gz -> ({split: (x, y)}, class names)."""
+    """The official cifar-10-binary.tar.gz -> ({split: (x, y)}, class names, notes for info.json)."""
     wanted = set(sum(CIFAR10_BIN_SPLITS.values(), [CIFAR10_BIN_META]))
     blobs, seen_top = {}, set()
     for name, read in iter_files(archive, desc="cifar-10 archive"):
@@ -123,7 +155,7 @@ def parse_cifar10_binary(archive):
     for split, members in CIFAR10_BIN_SPLITS.items():
         parts = [decode_cifar10_records(blobs[m], f"{archive}:{m}", len(classes)) for m in members]
         splits[split] = (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
-    return splits, classes
+    return splits, classes, {}
 
 
 def decode_cifar10_records(blob, where, n_classes):
@@ -138,28 +170,38 @@ def decode_cifar10_records(blob, where, n_classes):
     return x, y
 
 
-def decode_image(data, where, convert_rgb=False):
-    """Image bytes -> uint8 HxWx3 array. Non-RGB images are refused unless `convert_rgb`."""
+def decode_image(data, where):
+    """Image bytes -> (uint8 HxWx3 RGB array, the mode it was converted from or None).
+
+    Grey, palette, CMYK and opaque-alpha images are converted (one right
+    answer, reported by the caller); transparent pixels and modes deeper than
+    8 bits are refused, since a background or a scaling would be our guess.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.mode != "RGB":
-                if not convert_rgb:
-                    raise ArchiveError(f"{where}: image mode is {im.mode}, not RGB; convert your images to "
-                                       "3-channel RGB (e.g. PIL's Image.convert('RGB'))")
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            mode = im.mode
+            if mode == "RGB":
+                return np.asarray(im, dtype=np.uint8), None
+            if mode not in RGB_CONVERTIBLE:
+                raise ArchiveError(f"{where}: image mode is {mode}, which has no single 8-bit RGB form (e.g. "
+                                   "16-bit or float); save it as 8-bit RGB with the scaling you want")
+            if im.has_transparency_data and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+                raise ArchiveError(f"{where}: image mode is {mode} with transparent pixels; flatten it onto the "
+                                   "background you want and save it as RGB (e.g. PIL's Image.alpha_composite)")
+            return np.asarray(im.convert("RGB"), dtype=np.uint8), mode
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ArchiveError(f"{where}: not a readable image ({e}); remove it from the dataset") from e
 
 
 def parse_class_folders(source):
     """A class-folder dataset (train/<class>/*, test/<class>/*), as a directory or tar.
 
-    Returns ({"train": (x, y), "test": (x, y)}, class names sorted by name).
-    Every image must be RGB and of one size; every class in test must exist in train.
+    Returns ({"train": (x, y), "test": (x, y)}, class names sorted by name,
+    notes for info.json). Images must be of one size and convertible to RGB
+    (see decode_image); every class in test must exist in train.
     """
     images = {"train": {}, "test": {}}  # split -> class -> [array]
-    first_shape = None
+    first_shape, converted = None, Counter()
     files = tqdm(iter_files(source, desc="dataset"), unit=" files", desc="decoding images", leave=False) \
         if Path(source).is_dir() else iter_files(source, desc="dataset")
     for name, read in files:
@@ -182,15 +224,19 @@ def parse_class_folders(source):
         if Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
             raise ArchiveError(f"{where}: not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))}); "
                                "remove it from the dataset")
-        image = decode_image(read(), where)
+        image, mode = decode_image(read(), where)
+        if mode:
+            converted[mode] += 1
         if first_shape is None:
             first_shape = (image.shape, where)
         elif image.shape != first_shape[0]:
+            # Not resized for the user: crop, pad or stretch changes what the models learn.
             raise ArchiveError(f"{where}: image is {image.shape[1]}x{image.shape[0]} but "
                                f"{first_shape[1]} is {first_shape[0][1]}x{first_shape[0][0]}; "
-                               "resize all images to one size")
+                               "resize all images to one size (crop, pad or stretch as suits your data)")
         images[split].setdefault(cls, []).append(image)
-    return _stack_class_folders(images, source)
+    splits, classes = _stack_class_folders(images, source)
+    return splits, classes, {"converted_to_rgb": dict(sorted(converted.items()))} if converted else {}
 
 
 def _stack_class_folders(images, source):
@@ -202,6 +248,8 @@ def _stack_class_folders(images, source):
             if not imgs:
                 raise ArchiveError(f"{source}: class folder {split}/{cls} has no images")
     classes = sorted(images["train"])
+    if not 2 <= len(classes) <= 256:  # labels are stored as uint8
+        raise ArchiveError(f"{source}: {len(classes)} class folders under train/; a classifier needs 2 to 256")
     unknown = sorted(set(images["test"]) - set(classes))
     if unknown:
         raise ArchiveError(f"{source}: test classes {', '.join(unknown)} have no train/ folder; "

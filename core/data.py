@@ -91,8 +91,13 @@ def sample_cinic(archive, per_class, origins, seed, split="test", classes=CIFAR1
         raise StageError(f"params.yaml: `cinic10.per_class` is {per_class} but the {split} split has fewer "
                          f"images of origin {'/'.join(sorted(origins))} for {detail}; lower per_class")
     rows = sorted((classes.index(c), -neg_key, name, data) for c, heap in kept.items() for neg_key, name, data in heap)
-    x = np.stack([decode_image(data, f"{archive}:{name}", convert_rgb=True) for *_, name, data in rows]) \
-        if rows else np.zeros((0, 32, 32, 3), np.uint8)
+    x = np.zeros((len(rows), 32, 32, 3), np.uint8)
+    for i, (*_, name, data) in enumerate(rows):
+        image = decode_image(data, f"{archive}:{name}")[0]
+        if image.shape != x.shape[1:]:
+            raise ArchiveError(f"{archive}:{name}: image is {image.shape[1]}x{image.shape[0]}; CINIC-10 images are "
+                               "32x32: not the CINIC-10 archive")
+        x[i] = image
     y = np.array([label for label, *_ in rows], dtype=np.uint8)
     origin = np.array([cinic_origin(name.split("/")[-1]) for _, _, name, _ in rows], dtype="<U8")
     return x, y, origin, [name for _, _, name, _ in rows]

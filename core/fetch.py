@@ -16,10 +16,12 @@ from tqdm import tqdm
 
 from core import StageError
 from core import params as P
+from core.io import DISK_FULL, DiskFullError
 
 CHUNK_BYTES = 1 << 20
 # Client errors that another try at the same mirror cannot fix.
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
+HEX_DIGITS = {"sha256": 64, "md5": 32}
 
 
 class DownloadError(StageError):
@@ -30,14 +32,20 @@ class ChecksumError(StageError):
     pass
 
 
-def parse_checksum(spec):
-    """"sha256:<hex>" or "md5:<hex>" -> (algorithm, hex digest); None -> None."""
+def parse_checksum(spec, key="checksum"):
+    """"sha256:<hex>" or "md5:<hex>" -> (algorithm, hex digest); None -> None.
+
+    A digest of the wrong length is refused here: it could never match, and
+    the user would be told the download is corrupt when the pin is.
+    """
     if spec is None:
         return None
     algo, _, digest = str(spec).partition(":")
-    if algo not in ("sha256", "md5") or not digest:
-        raise StageError(f"checksum {spec!r} must look like sha256:<hex> or md5:<hex>")
-    return algo, digest.lower()
+    digest = digest.lower()
+    if algo not in HEX_DIGITS or len(digest) != HEX_DIGITS[algo] or digest.strip("0123456789abcdef"):
+        raise StageError(f"params.yaml: `{key}` is {spec!r}; it must look like sha256:<hex> or md5:<hex> "
+                         "(64 or 32 hex digits)")
+    return algo, digest
 
 
 def file_digest(path, algo):
@@ -76,17 +84,18 @@ def local_path(url):
     return Path(url)
 
 
-def fetch(urls, checksum, download_dir, size_bytes=None, retries=3, backoff_s=2.0, timeout_s=60):
+def fetch(urls, checksum, download_dir, size_bytes=None, retries=3, backoff_s=2.0, timeout_s=60, key="urls"):
     """Return the path of a verified copy of the file that `urls` name.
 
     `urls` are mirrors of one file, tried in order. A local path is checked
     and returned as is (a directory is returned unchecked, for class-folder
     datasets). A download goes to `download_dir`, is resumed from a previous
     partial file, retried with exponential backoff on network errors, and
-    renamed to its final name only once its checksum matches.
+    renamed to its final name only once its checksum matches. `key` is the
+    params key that names `urls`, for the fix in error messages.
     """
     if not urls:
-        raise StageError("no source given")
+        raise StageError(f"params.yaml: `{key}` names no source")
     failures = []
     remote = [u for u in urls if local_path(u) is None]
     dest = Path(download_dir) / (Path(urllib.parse.urlparse(remote[0]).path).name if remote else "unused")
@@ -98,10 +107,14 @@ def fetch(urls, checksum, download_dir, size_bytes=None, retries=3, backoff_s=2.
             if not path.exists():
                 failures.append(f"{url}: no such file")
                 continue
-            verify(path, checksum, size_bytes)
+            try:
+                verify(path, checksum, size_bytes)
+            except ChecksumError as e:
+                raise ChecksumError(f"{e}; point `{key}` at an intact copy") from None
             return path
         if parse_checksum(checksum) is None:
-            raise StageError(f"{url}: a download needs a pinned checksum (sha256:<hex> or md5:<hex>)")
+            raise StageError(f"{url}: a download needs a pinned checksum; set the `checksum` beside `{key}` "
+                             "to sha256:<hex> or md5:<hex>")
         if dest.exists():
             try:
                 verify(dest, checksum, size_bytes)
@@ -121,7 +134,9 @@ def fetch(urls, checksum, download_dir, size_bytes=None, retries=3, backoff_s=2.
             continue
         os.replace(part, dest)
         return dest
-    raise DownloadError("could not get a verified copy from any source:\n  " + "\n  ".join(failures))
+    # One line: every source with its reason, then the fix.
+    raise DownloadError(f"could not get a verified copy from any source: {'; '.join(failures)}; check `{key}` "
+                        f"and the network, or download the file yourself and set `{key}` to its local path")
 
 
 def _download_with_retries(url, part, size_bytes, retries, backoff_s, timeout_s):
@@ -138,6 +153,9 @@ def _download_with_retries(url, part, size_bytes, retries, backoff_s, timeout_s)
             if e.code in PERMANENT_HTTP:
                 return error
         except (urllib.error.URLError, OSError) as e:  # refused, reset, timeout, cut short
+            if isinstance(e, OSError) and e.errno in DISK_FULL:  # another try cannot help
+                raise DiskFullError(f"{part}: disk full while downloading ({e.strerror}); free space under `fetch.dir` "
+                                    "and run again (the download resumes where it stopped)") from e
             error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
     return f"{error} (after {retries} tries)"
 
@@ -180,8 +198,12 @@ def _download(url, part, size_bytes, timeout_s):
 
 def fetch_section(params, section):
     """`fetch` with the sources of params[section] and the settings of params["fetch"]."""
-    return fetch(P.sources(params, f"{section}.urls"), params[section].get("checksum"), P.get(params, "fetch.dir"),
-                 size_bytes=params[section].get("size_bytes"),
+    checksum, size_bytes = params[section].get("checksum"), params[section].get("size_bytes")
+    parse_checksum(checksum, f"{section}.checksum")  # a malformed pin is named before anything is fetched
+    if size_bytes is not None:
+        P.number(params, f"{section}.size_bytes", 1, integer=True)
+    return fetch(P.sources(params, f"{section}.urls"), checksum, P.get(params, "fetch.dir"),
+                 size_bytes=size_bytes,
                  retries=P.number(params, "fetch.retries", 1, integer=True),
                  backoff_s=P.number(params, "fetch.backoff_s", 0),
-                 timeout_s=P.number(params, "fetch.timeout_s", 1))
+                 timeout_s=P.number(params, "fetch.timeout_s", 1), key=f"{section}.urls")

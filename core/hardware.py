@@ -31,6 +31,9 @@ def configure(seed):
         pass
     keras.mixed_precision.set_global_policy("mixed_float16" if p["mixed_precision"] else "float32")
     keras.utils.set_random_seed(seed)
+    # Same params and seed, same figures: some kernels otherwise reduce in a
+    # run-dependent order (tf.data's parallel map keeps its order regardless).
+    tf.config.experimental.enable_op_determinism()
     return p
 
 

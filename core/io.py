@@ -6,13 +6,53 @@ into place only when complete, so a crash, Ctrl-C or full disk never leaves
 a half-written output for DVC or the next stage to trust.
 """
 import contextlib
+import errno
+import glob
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from core import StageError
+
+# A full disk or quota: the one write failure the user fixes by freeing space.
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(StageError):
+    pass
+
+
+def _disk_full(path, e):
+    return DiskFullError(f"{path}: disk full while writing it ({e.strerror or e}); free space on that disk and "
+                         "run again (the previous output, if any, is unchanged)")
+
+
+def _temp_prefix(path):
+    # The pid in the name lets a later run remove what a killed run (SIGKILL, power cut) left behind.
+    return f".{path.name}.{os.getpid()}."
+
+
+def _remove_stale(path):
+    """Remove temporary siblings of `path` left by processes that no longer run."""
+    if os.name != "posix":  # os.kill(pid, 0) is a liveness probe on POSIX only
+        return
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.*.tmp*"):
+        pid = stale.name[len(path.name) + 2:].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: not ours to touch
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -20,13 +60,18 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     # Keep the suffix: some writers (Keras) insist on it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise _disk_full(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -39,7 +84,8 @@ def atomic_dir(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
     old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
@@ -48,6 +94,12 @@ def atomic_dir(path):
             os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
+    except DiskFullError as e:  # raised for a file inside: name the output the user knows
+        raise _disk_full(path, e.__cause__) from e.__cause__
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise _disk_full(path, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -69,5 +121,13 @@ def save_npz(path, **arrays):
 
 def load_npz(path):
     """Load every array of an .npz; pickled objects are refused."""
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError as e:
+        raise StageError(f"{path}: missing; run the stage that writes it first (dvc repro)") from e
+    except ValueError as e:  # numpy's answer to pickled content (object arrays, or not an .npz at all)
+        raise StageError(f"{path}: not a plain .npz of arrays ({e}); nothing is unpickled: delete it and run "
+                         "the stage that writes it again") from e
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise StageError(f"{path}: not a readable .npz ({e}); delete it and run the stage that writes it again") from e

@@ -85,13 +85,14 @@ def build_backbone(name, image_size, weights):
     try:
         return e.constructor(include_top=False, weights=source, input_shape=(size, size, 3))
     except Exception as err:  # Keras raises a bare Exception for a failed download
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]  # Keras lists every layer below
         if source == "imagenet":
             raise StageError(
-                f"could not get ImageNet weights for {name} ({err}). Offline, set `weights: none` (random "
+                f"could not get ImageNet weights for {name} ({first_line}). Offline, set `weights: none` (random "
                 "initialisation), or `weights: <path>` to a no-top weights file for this model, or put that "
                 "file in Keras' cache (~/.keras/models/)") from err
         if source is not None:
-            raise StageError(f"params.yaml: `weights` file {source} does not fit {name} at {size} px: {err}") from err
+            raise StageError(f"params.yaml: `weights` file {source} does not fit {name} at {size} px: {first_line}") from err
         raise
 
 

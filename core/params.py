@@ -1,5 +1,6 @@
 """Reading params.yaml and checking values, so a typo stops a stage with an
 error that names the key and the allowed values instead of a traceback."""
+import difflib
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,19 @@ def get(params, key):
             raise ParamError(f"params.yaml: missing key `{key}`")
         value = value[part]
     return value
+
+
+def known_keys(params, key, allowed):
+    """Refuse a key under `key` that is not in `allowed`: a misspelt key would
+    otherwise be ignored and its default used without a word."""
+    section = get(params, key)
+    if not isinstance(section, dict):
+        raise ParamError(f"params.yaml: `{key}` must be a mapping of {', '.join(allowed)}; got {section!r}")
+    for name in section:
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f"did you mean `{key}.{close[0]}`?" if close else f"allowed: {', '.join(allowed)}"
+            raise ParamError(f"params.yaml: unknown key `{key}.{name}`; {hint}")
 
 
 def choice(params, key, allowed):

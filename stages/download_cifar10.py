@@ -7,9 +7,13 @@ from core.fetch import fetch_section
 from core.io import atomic_dir, save_npz, write_json
 
 PARSERS = {"binary": parse_cifar10_binary, "folders": parse_class_folders}
+KEYS = {"cifar10": ["format", "urls", "checksum", "size_bytes", "val_fraction"],
+        "fetch": ["dir", "retries", "backoff_s", "timeout_s"]}
 
 
 def main(params, out_dir="data/cifar10"):
+    for section, keys in KEYS.items():
+        P.known_keys(params, section, keys)
     fmt = P.choice(params, "cifar10.format", list(PARSERS))
     if not P.sources(params, "cifar10.urls"):
         raise P.ParamError("params.yaml: `cifar10.urls` is none; give the archive's URL or a local path")
@@ -17,9 +21,15 @@ def main(params, out_dir="data/cifar10"):
     seed = P.number(params, "seed", integer=True)
     archive = fetch_section(params, "cifar10")
 
-    splits, classes = PARSERS[fmt](archive)
+    splits, classes, notes = PARSERS[fmt](archive)
     x, y = splits["train"]
     train, val = split_stratified(y, val_fraction, seed)
+    # A tiny class can lose every training image to val (1 image at val_fraction 0.5).
+    left = class_counts(y[train], classes)
+    empty = [f"{c} ({n} image{'s' * (n != 1)})" for c, n in class_counts(y, classes).items() if not left[c]]
+    if empty:
+        raise P.ParamError(f"params.yaml: `cifar10.val_fraction` is {val_fraction}, which moves every training "
+                           f"image of {', '.join(empty)} to val; add training images or lower it")
     splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": splits["test"]}
 
     with atomic_dir(out_dir) as tmp:
@@ -29,9 +39,14 @@ def main(params, out_dir="data/cifar10"):
             "source": str(archive), "format": fmt, "classes": classes,
             "image_shape": list(splits["train"][0].shape[1:]),
             "counts": {split: class_counts(y, classes) for split, (_, y) in splits.items()},
+            **notes,
         })
     for split, (x, _) in splits.items():
         print(f"{split}: {len(x):,} images")
+    if notes.get("converted_to_rgb"):
+        modes = ", ".join(f"{n} of mode {mode}" for mode, n in notes["converted_to_rgb"].items())
+        print(f"converted to RGB: {modes} (grey copied to R, G and B, palettes looked up, opaque alpha dropped; "
+              "listed in info.json)")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,13 @@ from core.fetch import fetch_section
 from core.io import atomic_dir, save_npz, write_json, write_text
 
 ORIGINS = {"imagenet": ["imagenet"], "cifar10": ["cifar10"], "all": sorted(CINIC_ORIGINS)}
+KEYS = {"cinic10": ["urls", "checksum", "size_bytes", "per_class", "origin"],
+        "fetch": ["dir", "retries", "backoff_s", "timeout_s"]}
 
 
 def main(params, out_dir="data/cinic10"):
+    for section, keys in KEYS.items():
+        P.known_keys(params, section, keys)
     urls = P.sources(params, "cinic10.urls")
     origin = P.choice(params, "cinic10.origin", list(ORIGINS))
     per_class = P.number(params, "cinic10.per_class", 1, integer=True)

@@ -110,3 +110,48 @@ def tar_directory(root, path):
         for item in sorted(Path(root).iterdir()):
             tar.add(item, arcname=item.name)
     return path
+
+
+def with_extra_member(src, dst, name, data=b"", **info):
+    """Copy the tar.gz `src` to `dst` with one more member (any type: `type=tarfile.SYMTYPE`, ...)."""
+    with tarfile.open(src, "r:gz") as tar_in, tarfile.open(dst, "w:gz") as tar_out:
+        for member in tar_in:
+            tar_out.addfile(member, tar_in.extractfile(member) if member.isfile() else None)
+        add_bytes(tar_out, name, data, **info)
+    return dst
+
+
+class _OpensFile:
+    """Unpickling an instance calls open(path, "w"): the file's existence proves a pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def booby_trap(sentinel):
+    """An object whose pickle creates `sentinel` when unpickled (and does nothing else)."""
+    return _OpensFile(sentinel)
+
+
+def booby_trapped_pickle(sentinel):
+    import pickle
+    return pickle.dumps(booby_trap(sentinel))
+
+
+def cifar10_python(path, sentinel):
+    """A tar.gz in the layout of CIFAR-10's *python* (pickle) release, every member a booby-trapped pickle."""
+    trap = booby_trapped_pickle(sentinel)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+            add_bytes(tar, f"cifar-10-batches-py/{name}", trap)
+    return path
+
+
+def image_bytes(pixels, mode=None, fmt="PNG"):
+    buf = io.BytesIO()
+    image = Image.fromarray(pixels) if mode is None else Image.fromarray(pixels).convert(mode)
+    image.save(buf, format=fmt)
+    return buf.getvalue()

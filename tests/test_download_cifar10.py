@@ -104,7 +104,8 @@ def test_cli_reports_one_line_and_exits_nonzero(tmp_path, params):
                             text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: could not get a verified copy from any source:", f"  {tmp_path}/missing.tar.gz: no such file"]
+        f"error: could not get a verified copy from any source: {tmp_path}/missing.tar.gz: no such file; check "
+        "`cifar10.urls` and the network, or download the file yourself and set `cifar10.urls` to its local path"]
     assert not (tmp_path / "data").exists()
 
 
@@ -149,8 +150,8 @@ def test_class_folders_under_a_top_level_directory(params, tmp_path):
 @pytest.mark.parametrize("case, match", [
     ("empty class", r"class folder train/owl has no images"),
     ("non-image file", r"train/cat/notes.txt: not an image file"),
-    ("grayscale image", r"train/cat/gray.png: image mode is L, not RGB"),
-    ("rgba image", r"train/dog/alpha.png: image mode is RGBA, not RGB"),
+    ("16-bit image", r"train/cat/deep.png: image mode is I;16, which has no single 8-bit RGB form"),
+    ("rgba image", r"train/dog/alpha.png: image mode is RGBA with transparent pixels; flatten it"),
     ("corrupt image", r"train/cat/0000.png: not a readable image"),
     ("different sizes", r"train/frog/big.png: image is 40x40 but .* is 32x32; resize"),
     ("test class missing from train", r"test classes owl have no train/ folder"),
@@ -163,8 +164,8 @@ def test_bad_class_folder_dataset(params, tmp_path, case, match):
         (root / "train" / "owl").mkdir()
     elif case == "non-image file":
         (root / "train" / "cat" / "notes.txt").write_text("hello")
-    elif case == "grayscale image":
-        Image.fromarray(rng.integers(0, 256, (32, 32), np.uint8), "L").save(root / "train" / "cat" / "gray.png")
+    elif case == "16-bit image":
+        Image.fromarray(rng.integers(0, 65536, (32, 32), np.uint16)).save(root / "train" / "cat" / "deep.png")
     elif case == "rgba image":
         (root / "train" / "dog" / "alpha.png").write_bytes(png_bytes(rng.integers(0, 256, (32, 32, 4), np.uint8)))
     elif case == "corrupt image":

@@ -92,6 +92,8 @@ def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
     third = dvc(project, "exp", "run", "-n", "head", "-S", "model=mobilenetv2", "-S", "train.head.units=32").stdout
     assert "Stage 'features' didn't change, skipping" in third and "Running stage 'train'" in third
 
+    # dvc.lock matches the workspace after a run: nothing is stale.
+    assert "up to date" in dvc(project, "status").stdout
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
     names = {exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])}
     assert {"base", "mnv2", "head"} <= names, names

@@ -1,9 +1,16 @@
 """Stages features + train on tiny random data: every registry entry, one epoch, 32 px."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from core import StageError
 from core.io import load_npz, save_npz, write_json
@@ -87,3 +94,38 @@ def test_bad_training_params_name_the_key(workdir, key, value, match):
     target[rest[-1]] = value
     with pytest.raises(StageError, match=match):
         train.main(workdir)
+
+
+def test_same_params_and_seed_give_identical_metrics(workdir):
+    """Reproducibility on CPU: two runs of features + train give the same figures, timings aside."""
+    workdir["model"] = "mobilenetv2"
+    runs = []
+    for _ in range(2):
+        features.main(workdir)
+        train.main(workdir)
+        metrics = json.loads(open("metrics/train.json").read())
+        runs.append({k: v for k, v in metrics.items() if not k.endswith("_time_s")})
+        runs[-1]["features"] = load_npz("data/features/train.npz")["x"]
+    assert np.array_equal(runs[0].pop("features"), runs[1].pop("features"))
+    assert runs[0] == runs[1]
+
+
+def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path):
+    """SIGKILL during fit: no model file appears (it is written whole, at the end); a rerun finishes."""
+    workdir["train"]["scratch"]["epochs"] = 50  # long enough to be killed mid-fit
+    Path("params.yaml").write_text(yaml.safe_dump(workdir))
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("Epoch 2/"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not Path("models/model.keras").exists() and not Path("metrics/train.json").exists()
+    workdir["train"]["scratch"]["epochs"] = 1
+    train.main(workdir)
+    assert keras.models.load_model("models/model.keras").count_params() > 0
+    assert [p.name for p in Path("models").iterdir()] == ["model.keras"]  # nothing left from the killed run
