@@ -1,0 +1,90 @@
+"""Every backbone through the whole chain as DVC experiments, then the comparison.
+
+  python -m bench.benchmark [--models NAME ...] [-S key=value ...]    (`make benchmark`)
+
+Queues `dvc exp run --queue -n <model> -S model=<model> [-S ...]` per model,
+runs the queue one experiment at a time (`dvc exp run --run-all -j 1`: timed
+figures must not share the CPU) and follows its logs. Stages whose inputs did
+not change between models (the data stages) are restored from DVC's run cache,
+not run again. A model that fails leaves the others' results; its log
+(`dvc queue logs <model>`) is shown and the command exits 1 after writing the
+comparison of the rest (bench/compare.py). Experiments of the same names on
+this commit are replaced.
+"""
+import argparse
+import subprocess
+import sys
+
+from bench import compare
+from core import StageError
+from core import compare as C
+
+LOG_LINES = 40  # of a failed model's log shown here; `dvc queue logs <model>` has all of it
+
+
+def dvc(*args, capture=True):
+    # This interpreter's DVC, so the venv's is used however the command was started.
+    return subprocess.run([sys.executable, "-m", "dvc", *args], text=True, capture_output=capture)
+
+
+def ours(records, names):
+    """HEAD's experiments (and queue entries) named like the models, by state."""
+    return {r["Experiment"]: r.get("State") for r in records if r.get("Experiment") in names}
+
+
+def clear(names):
+    """Remove earlier experiments of these names on this commit: `-n` refuses a name in use, and
+    `-f` would rerun every stage (the downloads too). Each `exp remove` drops one entry per name."""
+    for _ in range(20):
+        found = ours(compare.exp_records(), names)
+        busy = [n for n, state in found.items() if state in ("Queued", "Running")]
+        if busy:
+            raise StageError(f"experiment(s) {', '.join(busy)} still queued or running (dvc queue status); "
+                             "wait for them or remove them with `dvc queue kill` / `dvc queue remove`")
+        if not found:
+            return
+        print(f"replacing this commit's earlier experiment(s): {', '.join(found)}", flush=True)
+        result = dvc("exp", "remove", *found)
+        if result.returncode:
+            raise StageError(f"dvc exp remove {' '.join(found)}: {result.stderr.strip()}")
+    raise StageError(f"could not remove the earlier experiments {', '.join(found)}; see `dvc exp show`")
+
+
+def queue(name, overrides):
+    result = dvc("exp", "run", "--queue", "-n", name, "-S", f"model={name}", *(a for o in overrides for a in ("-S", o)))
+    if result.returncode:
+        raise StageError(f"could not queue {name}: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def log_tail(name):
+    text = dvc("queue", "logs", name).stdout.replace("\r", "\n")  # progress bars redraw with \r
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-LOG_LINES:])
+
+
+def main(params, names=C.MODELS, overrides=()):
+    C.constraints(params)  # a bad compare.* stops here, before any training
+    clear(names)
+    for name in names:
+        queue(name, overrides)
+    # Exits 0 even when an experiment failed: those are found below.
+    if dvc("exp", "run", "--run-all", "-j", "1", capture=False).returncode:
+        raise StageError("dvc exp run --run-all failed (see above); `dvc queue status` shows what ran")
+    records = compare.exp_records()
+    failed = [r["model"] for r in C.rows(records, names) if r["status"] != "ok"]
+    for name in failed:
+        print(f"\n=== {name} failed; last lines of `dvc queue logs {name}`:\n{log_tail(name)}\n", file=sys.stderr)
+    if len(failed) < len(names):
+        compare.main(params, records, names)
+    if failed:
+        raise StageError(f"{len(failed)} of {len(names)} model(s) failed: {', '.join(failed)} (logs above)")
+
+
+if __name__ == "__main__":
+    from core.cli import run
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(C.MODELS), choices=C.MODELS, metavar="NAME")
+    ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="key=value",
+                    help="passed to every `dvc exp run` (as `dvc exp run -S`)")
+    args = ap.parse_args()
+    run(lambda params: main(params, tuple(args.models), args.overrides))

@@ -1,0 +1,267 @@
+"""The comparison and the recommendation, on hand-written experiment records (no training)."""
+import copy
+import csv
+import io
+import json
+import shutil
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cmd
+from core import compare as C
+from core.params import ParamError
+
+
+def record(name, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss=800.0, state="Success", **extra):
+    """One experiment as dvc.api.exp_show returns it: flat keys, the file named only where a key
+    is in several files, missing figures as None."""
+    r = {"Experiment": name, "rev": "abc1234", "typ": "branch_commit", "State": state,
+         "test.accuracy": test, "test.loss": 0.35, "cinic10.accuracy": cinic,
+         "accuracy_drop": None if cinic is None else test - cinic,
+         "latency_p50_ms": p50, "latency_p90_ms": p90, "throughput_ips": 400.0, "size_mb": size, "weights_mb": 9.0,
+         "peak_rss_mb": rss, "gflops_per_image": 0.3, "train_time_s": 120.0,
+         "metrics/train.json:params_total": 2.5e6, "metrics/profile.json:params_total": 2.5e6,
+         "keras_accuracy_on_eval_images": 0.9, "params.yaml:model": name, "params.yaml:weights": "imagenet",
+         "conditions.cpu": "Test CPU", "conditions.usable_cores": 2.0, "conditions.tensorflow": "2.21.0"}
+    for kind in C.TFLITE_KINDS:
+        r |= {f"tflite_{kind}_size_mb": size / 2, f"tflite_{kind}_latency_p50_ms": p50, f"tflite_{kind}_accuracy": 0.89}
+    return r | extra
+
+
+def table(*records):
+    return C.rows(list(records), [r["Experiment"] for r in records])
+
+
+# Three models, each best at something: accurate and slow, balanced, small and fast.
+THREE = {"big": dict(test=0.95, cinic=0.80, p90=30.0, size=90.0, rss=1500.0),
+         "mid": dict(test=0.92, cinic=0.75, p90=10.0, size=14.0, rss=700.0),
+         "small": dict(test=0.80, cinic=0.55, p90=2.0, size=1.0, rss=400.0)}
+SET = tuple(record(name, **figures) for name, figures in THREE.items())
+
+
+def test_rows_read_exp_show_records_in_the_units_their_columns_name():
+    failed = {"Experiment": "broken", "State": "Failed", "test.accuracy": "!", "size_mb": "!"}
+    a = record("a")
+    a["metrics/profile.json:size_mb"] = a.pop("size_mb")  # as exp_show names it once another file has size_mb
+    rows = C.rows([a, failed], ["a", "broken", "absent"])
+    a = rows[0]
+    assert a["status"] == "ok" and a["test_accuracy_pct"] == pytest.approx(90.0)
+    assert a["accuracy_drop_pp"] == pytest.approx(20.0) and a["params_m"] == pytest.approx(2.5)
+    assert a["size_mb"] == 10.0 and a["tflite_int8_accuracy_pct"] == pytest.approx(89.0)
+    assert [r["status"] for r in rows] == ["ok", "failed", "not found"]
+    assert all(rows[1][c.name] is None for c in C.COLUMNS)
+    # DVC's ways of saying "not measured" are all None, never 0.
+    assert [C.number(v) for v in (None, "None", "!", "True", True, float("nan"), "0.5", 0)] == \
+        [None, None, None, None, None, None, 0.5, 0.0]
+
+
+def test_recommendation_changes_as_a_constraint_is_tightened():
+    rows = table(*SET)
+    assert C.recommend(rows, {}).model == "big"
+
+    rec = C.recommend(rows, {"max_latency_ms": 20})
+    assert rec.model == "mid" and [m for m, _ in rec.ranking] == ["mid", "small"]
+    (why,) = rec.ruled_out["big"]
+    assert (why.key, why.figure, why.limit) == ("max_latency_ms", 30.0, 20)
+    assert str(why) == "batch-1 latency p90 30.00 ms > limit 20 ms (compare.max_latency_ms)"
+
+    rec = C.recommend(rows, {"max_latency_ms": 20, "max_size_mb": 5})
+    assert rec.model == "small"
+    assert [o.key for o in rec.ruled_out["mid"]] == ["max_size_mb"]
+    assert {o.key for o in rec.ruled_out["big"]} == {"max_latency_ms", "max_size_mb"}
+
+    assert C.recommend(rows, {"max_peak_rss_mb": 800}).model == "mid"
+
+
+def test_a_limit_on_an_unmeasured_figure_rules_the_model_out_and_says_so():
+    rows = table(record("a", p90=None), record("b", p90=8.0, test=0.5, cinic=0.4))
+    rec = C.recommend(rows, {"max_latency_ms": 10})
+    assert rec.model == "b"
+    assert str(rec.ruled_out["a"][0]) == "batch-1 latency p90 not measured (limit 10 ms, compare.max_latency_ms)"
+    assert C.recommend(rows, {}).model == "a"  # without a limit, latency does not matter
+
+
+def test_ranking_is_on_cinic_accuracy_and_falls_back_to_test_accuracy_without_it():
+    robust = record("robust", test=0.90, cinic=0.80)
+    brittle = record("brittle", test=0.95, cinic=0.60)
+    rec = C.recommend(table(robust, brittle), {"rank_by": "cinic10_accuracy"})
+    assert (rec.model, rec.rank_by, rec.fallback) == ("robust", "cinic10_accuracy_pct", None)
+    assert C.recommend(table(robust, brittle), {"rank_by": "test_accuracy"}).model == "brittle"
+
+    rows = table(record("robust", test=0.90, cinic=None), record("brittle", test=0.95, cinic=None))
+    rec = C.recommend(rows, {"rank_by": "cinic10_accuracy"})
+    assert (rec.model, rec.rank_by) == ("brittle", "test_accuracy_pct")
+    assert "CINIC-10 accuracy is n/a for robust, brittle" in rec.fallback
+    text = C.explain(rec)
+    assert text.startswith("Recommended: brittle, the highest CIFAR-10 test accuracy (95.00 %)")
+    assert "Ranked on CIFAR-10 test accuracy: CINIC-10 accuracy is n/a" in text
+
+    # One model without CINIC is enough: every model is ranked on the same figure.
+    rec = C.recommend(table(robust, record("brittle", test=0.95, cinic=None)), {})
+    assert (rec.model, rec.rank_by) == ("brittle", "test_accuracy_pct")
+
+
+def test_a_constraint_that_rules_out_everything_says_what_and_how_to_loosen_it():
+    rows = table(*SET, record("crashed", state="Failed"))
+    rec = C.recommend(rows, {"max_latency_ms": 1.5, "max_size_mb": None})
+    assert rec.model is None and rec.ranking == []
+    assert set(rec.ruled_out) == {"big", "mid", "small", "crashed"}
+    text = C.explain(rec)
+    assert text.splitlines()[0] == "No model meets every constraint (batch-1 latency p90 ≤ 1.5 ms)."
+    assert "Loosen compare.max_latency_ms in params.yaml" in text
+    assert "  small: batch-1 latency p90 2.00 ms > limit 1.5 ms (compare.max_latency_ms)" in text
+    assert "  crashed: failed: no results" in text
+
+
+def test_pareto_front_on_a_known_set():
+    points = [("a", 1.0, 70.0), ("b", 2.0, 80.0), ("c", 3.0, 75.0),  # c: b is cheaper and better
+              ("d", 4.0, 90.0), ("e", 4.0, 85.0),                    # e: same cost as d, less accurate
+              ("f", 2.0, 80.0),                                      # f ties b: neither beats the other
+              ("g", None, 99.0), ("h", 0.5, None)]                   # not measured: not on the front
+    assert C.pareto_front(points) == ["a", "b", "f", "d"]
+    assert C.pareto_front([]) == []
+    assert C.pareto_front([(r["model"], r["latency_p90_ms"], r["test_accuracy_pct"]) for r in table(*SET)]) == \
+        ["small", "mid", "big"]
+
+
+UNITS = ("_pct", "_pp", "_nats", "_ms", "_ips", "_mb", "_m", "_s", "_per_image")
+
+
+def test_tables_name_units_and_show_missing_figures_as_na():
+    rows = table(record("a", cinic=None), record("b", state="Failed"))
+    parsed = list(csv.DictReader(io.StringIO(C.csv_text(rows))))
+    header = list(parsed[0])
+    assert header[:2] == ["model", "status"] and all(h.endswith(UNITS) for h in header[2:]), header
+    assert {"test_accuracy_pct", "cinic10_accuracy_pct", "latency_p50_ms", "latency_p90_ms", "throughput_ips",
+            "size_mb", "weights_mb", "peak_rss_mb", "params_m", "gflops_per_image", "train_time_s",
+            "tflite_fp16_latency_p50_ms"} <= set(header)
+    assert parsed[0]["cinic10_accuracy_pct"] == "n/a" and parsed[0]["accuracy_drop_pp"] == "n/a"
+    assert parsed[0]["test_accuracy_pct"] == "90.0"
+    assert parsed[1]["status"] == "failed" and set(list(parsed[1].values())[2:]) == {"n/a"}
+
+    md = C.main_table(rows)
+    head, _, a, b = md.splitlines()
+    assert "CIFAR-10 test accuracy (%)" in head and "batch-1 latency p90 (ms)" in head and "size on disk (MB)" in head
+    cells = [c.strip() for c in a.split("|")[1:-1]]
+    assert cells[:4] == ["a", "90.00", "n/a", "n/a"]
+    assert b.startswith("| b (failed) | n/a |")
+    assert "| a | TFLite int8 | 5.00 | 5.00 | 89.00 |" in C.tflite_table(rows)
+
+
+def test_compare_params_are_checked(params):
+    assert C.constraints(params) == {"max_latency_ms": None, "max_size_mb": None, "max_peak_rss_mb": None,
+                                     "rank_by": "cinic10_accuracy"}  # params.yaml's own section
+    for key, value, says in (("rank_by", "cinic", "`compare.rank_by` is 'cinic'; allowed: cinic10_accuracy, "),
+                             ("max_size_mb", -1, "`compare.max_size_mb` is -1; must be in [0, inf]"),
+                             ("max_latency_ms", "fast", "`compare.max_latency_ms` must be a number"),
+                             ("max_latency", 5, "unknown key `compare.max_latency`; did you mean")):
+        p = copy.deepcopy(params)
+        p["compare"][key] = value
+        with pytest.raises(ParamError, match="params.yaml: " + says.replace("[", r"\[").replace("]", r"\]")):
+            C.constraints(p)
+
+
+def test_main_writes_the_reports_and_the_recommendation(params, tmp_path, capsys):
+    from bench import compare
+    records = [{"Experiment": None, "rev": "workspace", "test.accuracy": 0.5},  # baseline rows are not models
+               *(record(name, **{**figures, "cinic": None}) for name, figures in THREE.items()),
+               record("crashed", state="Failed")]
+    params["compare"]["max_latency_ms"] = 20
+    rec = compare.main(params, records, ("big", "mid", "small", "crashed"), tmp_path / "reports", tmp_path / "plots")
+    assert rec.model == "mid" and rec.rank_by == "test_accuracy_pct"
+    out = capsys.readouterr().out
+    assert out.startswith("Recommended: mid, the highest CIFAR-10 test accuracy (92.00 %) of the 2 model(s) "
+                          "within the limits (batch-1 latency p90 ≤ 20 ms).")
+    md = (tmp_path / "reports/comparison.md").read_text()
+    assert "Costs measured on Test CPU, 2 usable core(s), TensorFlow 2.21.0" in md
+    assert "Recommended: mid" in md and "big: batch-1 latency p90 30.00 ms > limit 20 ms" in md
+    assert "- crashed: failed; its log: `dvc queue logs crashed`" in md and "| crashed (failed) |" in md
+    for name, _ in compare.FIGURES:
+        assert f"](../plots/{name})" in md
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((tmp_path / "reports/comparison.csv").read_text().splitlines()) == 5
+    pareto = list(csv.DictReader(open(tmp_path / "plots/pareto.csv")))
+    assert [(p["model"], p["accuracy_measure"], p["on_latency_front"]) for p in pareto] == \
+        [("big", "test", "True"), ("mid", "test", "True"), ("small", "test", "True")]
+    assert not list(tmp_path.glob("*/.*"))  # atomic writes left no temporary files
+
+
+def test_main_without_any_results_stops_with_a_clear_error(params, tmp_path):
+    from bench import compare
+    from core import StageError
+    with pytest.raises(StageError, match="no experiment named basecnn, .* has results at HEAD"):
+        compare.main(params, [record("basecnn", state="Failed")], C.MODELS, tmp_path / "r", tmp_path / "p")
+    assert not list(tmp_path.iterdir())
+
+
+# The benchmark through DVC's own queue, on a stand-in pipeline: one shared data stage and one stage
+# that writes metrics files shaped like the real ones, in seconds and without TensorFlow.
+FAKE_STAGE = '''
+import json, os, sys, yaml
+p = yaml.safe_load(open("params.yaml"))
+model = p["model"]
+if sys.argv[1] == "data":
+    open(sys.argv[2], "a").write("ran\\n")
+    os.makedirs("data", exist_ok=True)
+    open("data/x.txt", "w").write("data")
+    sys.exit(0)
+if model == "densenet121":
+    sys.exit("fake out of memory in densenet121")
+figures = {"basecnn": (0.7, 1.0, 1.2), "mobilenetv2": (0.9, 4.0, 9.5)}[model]
+os.makedirs("metrics", exist_ok=True)
+json.dump({"model": model, "train_time_s": 10.0, "params_total": 1000}, open("metrics/train.json", "w"))
+json.dump({"test": {"accuracy": figures[0], "loss": 0.5}, "cinic10": {"available": False, "reason": "none"}},
+          open("metrics/evaluate.json", "w"))
+json.dump({"model": model, "params_total": 1000, "latency_p50_ms": figures[1], "latency_p90_ms": figures[1] * 1.1,
+           "size_mb": figures[2], "conditions": {"cpu": "fake", "usable_cores": 2, "tensorflow": "none"}},
+          open("metrics/profile.json", "w"))
+'''
+
+
+@pytest.mark.e2e
+def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("core", "bench"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    runs = tmp_path / "data_runs.txt"
+    (repo / "fake.py").write_text(FAKE_STAGE)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump({"model": "basecnn", "seed": 1, "compare": params["compare"]}))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "data": {"cmd": f"python fake.py data {runs}", "params": ["seed"], "outs": ["data"]},
+        "run": {"cmd": "python fake.py run", "deps": ["data", "fake.py"], "params": ["model"],
+                "metrics": [{f"metrics/{m}.json": {"cache": False}} for m in ("train", "evaluate", "profile")]}}}))
+    run_cmd(["git", "init", "-q"], repo)
+    run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    run_cmd(["git", "add", "-A"], repo)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fake"], repo)
+    bench = [sys.executable, "-m", "bench.benchmark", "--models", "basecnn", "mobilenetv2", "densenet121"]
+
+    first = run_cmd(bench, repo, check=False)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "error: 1 of 3 model(s) failed: densenet121 (logs above)" in first.stderr
+    assert "=== densenet121 failed" in first.stderr and "fake out of memory in densenet121" in first.stderr
+    assert "Recommended: mobilenetv2, the highest CIFAR-10 test accuracy (90.00 %)" in first.stdout
+    assert "CINIC-10 accuracy is n/a for basecnn, mobilenetv2" in first.stdout
+    assert runs.read_text() == "ran\n"  # the shared stage ran once; the run cache served the others
+    rows = list(csv.DictReader(open(repo / "reports/comparison.csv")))
+    assert [(r["model"], r["status"], r["latency_p50_ms"]) for r in rows] == \
+        [("basecnn", "ok", "1.0"), ("mobilenetv2", "ok", "4.0"), ("densenet121", "failed", "n/a")]
+
+    # Again on the same commit, with an override for every experiment: the earlier ones are replaced.
+    second = run_cmd(bench + ["-S", "seed=1"], repo, check=False)
+    assert "replacing this commit's earlier experiment(s)" in second.stdout, second.stdout + second.stderr
+    assert second.returncode == 1 and "1 of 3 model(s) failed" in second.stderr
+    shown = json.loads(run_cmd([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout)
+    names = [e.get("name") for rev in shown for e in (rev.get("experiments") or [])]
+    assert sorted(names) == ["basecnn", "densenet121", "mobilenetv2"], names
+    assert runs.read_text() == "ran\n"
+
+
+def test_models_are_the_registry():
+    """core/compare.py names the models without importing TensorFlow; they must stay the registry's."""
+    from core.models import REGISTRY
+    assert C.MODELS == tuple(REGISTRY)
