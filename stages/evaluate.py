@@ -13,7 +13,7 @@ import json
 import keras
 import numpy as np
 
-from core import models
+from core import hardware, models
 from core import params as P
 from core.io import atomic_dir, load_npz, write_json, write_text
 from core.metrics import classification_report
@@ -57,6 +57,7 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     size = models.input_size(name, P.number(params, "image_size", 32, 1024, integer=True))
     batch_size = P.number(params, "evaluate.batch_size", 1, integer=True)
     classes = json.loads(open(f"{data_dir}/info.json").read())["classes"]
+    hardware.configure(P.number(params, "seed", integer=True))  # threads sized to this machine's usable cores
     model = keras.models.load_model(model_path)
     sets = {"test": load_npz(f"{data_dir}/test.npz")}
     cinic = load_npz(f"{cinic_dir}/sample.npz")
