@@ -106,7 +106,7 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     metrics["params_total"] = model.count_params()
 
     with atomic_path(model_path) as tmp:
-        model.save(tmp)
+        models.for_deployment(model).save(tmp)
     write_json(metrics_path, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     print(f"{name}: val accuracy {metrics['val_accuracy']:.4f}, train time {metrics['train_time_s']:.0f} s")
 

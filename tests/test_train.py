@@ -52,6 +52,9 @@ def test_every_entry_builds_and_trains(workdir, name):
         assert np.isfinite(metrics[key])
     model = keras.models.load_model("models/model.keras")
     assert model.count_params() == metrics["params_total"]
+    # The file is weights + architecture, without optimizer state (which would add 2x the trainable weights).
+    weight_bytes = sum(w.numpy().nbytes for w in model.weights)
+    assert os.path.getsize("models/model.keras") < weight_bytes * 1.05 + 500_000
     # The saved val accuracy is what the saved model scores on val.
     val = load_npz("data/cifar10/val.npz")
     x = np.asarray(REGISTRY[name].preprocess(val["x"].astype(np.float32)))
