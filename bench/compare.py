@@ -56,7 +56,7 @@ def tradeoff_figure(path, rows, x, y, rec, limit_key):
     ok = [(r["model"], r[x], r[y]) for r in rows if r["status"] == "ok"]
     shown = [p for p in ok if p[1] is not None and p[2] is not None]
     front = C.pareto_front(shown)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(7, 5.6))
     for name, cost, acc in shown:
         ax.scatter(cost, acc, s=60, zorder=3, edgecolors="C0", facecolors="C0" if name in front else "white")
         ax.annotate(name, (cost, acc), textcoords="offset points", xytext=(6, 4), fontsize=9)
@@ -78,7 +78,7 @@ def tradeoff_figure(path, rows, x, y, rec, limit_key):
     ax.set_ylabel(C.BY_NAME[y].label)
     ax.set_title(f"{C.BY_NAME[y].label.replace(' (%)', '')} vs {C.BY_NAME[x].label.split(' (')[0]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: never over a point
     fig.tight_layout()
     save(fig, path)
 

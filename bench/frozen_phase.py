@@ -4,7 +4,7 @@
   in-loop  train the same head with the frozen backbone run on every step (the seed's way)
 
 Run by hand (not a test), after the data stage:
-  python -m bench.frozen_phase --model mobilenetv2 --size 96 --train 5000 --val 1000 --epochs 5 --repeats 3
+  python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3
 Prints a markdown table of medians and writes bench/results/frozen_phase.json.
 """
 import argparse
@@ -14,11 +14,18 @@ import statistics
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from core import hardware, models, pipeline
 from core.io import load_npz, write_json
 from core.training import extract_features, fit
+
+
+def subset(data, n, seed):
+    """A seeded random `n` of a split: the arrays are stored class by class, so the first n would be one class."""
+    pick = np.sort(np.random.default_rng(seed).permutation(len(data["y"]))[:n])
+    return {k: v[pick] for k, v in data.items()}
 
 
 def run_once(args, train, val, cached):
@@ -40,6 +47,7 @@ def run_once(args, train, val, cached):
             pipeline.images(val["x"], val["y"], args.size, entry.preprocess, args.batch), args.epochs,
             patience=args.epochs)
     total_s = time.perf_counter() - start
+    models.compile_model(model, args.lr)  # for evaluate only (cached: the head was trained on its own)
     _, val_accuracy = model.evaluate(pipeline.images(val["x"], val["y"], args.size, entry.preprocess, args.batch),
                                      verbose=0)
     return {"total_s": total_s, "extract_s": extract_s, "val_accuracy": val_accuracy}
@@ -49,7 +57,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenetv2")
     ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--train", type=int, default=5000, help="training images (first N of data/cifar10/train.npz)")
+    ap.add_argument("--train", type=int, default=5000, help="training images (a seeded random N of data/cifar10/train.npz)")
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
@@ -61,8 +69,8 @@ def main():
     ap.add_argument("--out", default="bench/results/frozen_phase.json")
     args = ap.parse_args()
     plan = hardware.configure(args.seed)
-    train = {k: v[:args.train] for k, v in load_npz("data/cifar10/train.npz").items()}
-    val = {k: v[:args.val] for k, v in load_npz("data/cifar10/val.npz").items()}
+    train, val = (subset(load_npz(f"data/cifar10/{s}.npz"), n, args.seed) for s, n in (("train", args.train),
+                                                                                      ("val", args.val)))
     runs = {"cached": [], "in_loop": []}
     for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
         for way in runs:

@@ -51,13 +51,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.pretrained])
     ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--images", type=int, default=2048, help="first N images of data/cifar10/train.npz")
+    ap.add_argument("--images", type=int, default=2048, help="the first N images of data/cifar10/train.npz")
     ap.add_argument("--batch", type=int, default=128, help="as params.yaml's features.batch_size")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench/results/input_pipeline.json")
     args = ap.parse_args()
     hardware.configure(42)
-    x = load_npz("data/cifar10/train.npz")["x"][:args.images]
+    x = load_npz("data/cifar10/train.npz")["x"][:args.images]  # any images: throughput does not depend on labels
     results = {}
     for name in args.models:
         entry, size = models.entry(name), models.input_size(name, args.size)
