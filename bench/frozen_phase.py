@@ -9,23 +9,16 @@ Prints a markdown table of medians and writes bench/results/frozen_phase.json.
 """
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from core import hardware, models, pipeline
+from core.data import random_subset
 from core.io import load_npz, write_json
+from core.profiling import conditions
 from core.training import extract_features, fit
-
-
-def subset(data, n, seed):
-    """A seeded random `n` of a split: the arrays are stored class by class, so the first n would be one class."""
-    pick = np.sort(np.random.default_rng(seed).permutation(len(data["y"]))[:n])
-    return {k: v[pick] for k, v in data.items()}
 
 
 def run_once(args, train, val, cached):
@@ -69,7 +62,7 @@ def main():
     ap.add_argument("--out", default="bench/results/frozen_phase.json")
     args = ap.parse_args()
     plan = hardware.configure(args.seed)
-    train, val = (subset(load_npz(f"data/cifar10/{s}.npz"), n, args.seed) for s, n in (("train", args.train),
+    train, val = (random_subset(load_npz(f"data/cifar10/{s}.npz"), n, args.seed) for s, n in (("train", args.train),
                                                                                       ("val", args.val)))
     runs = {"cached": [], "in_loop": []}
     for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
@@ -78,8 +71,7 @@ def main():
     med = {way: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for way, rs in runs.items()}
     result = {"args": vars(args), "runs": runs, "median": med,
               "speedup": med["in_loop"]["total_s"] / med["cached"]["total_s"],
-              "conditions": {"cpu": platform.processor() or platform.machine(), "cores": hardware.usable_cores(),
-                             "tensorflow": tf.__version__, "threads": plan, "weights": "none (random init)"}}
+              "conditions": {**conditions(), "hardware_plan": plan, "weights": "none (random init)"}}
     write_json(args.out, result)
     print(f"| way | wall time (s, median of {args.repeats}) | of which feature extraction (s) | val accuracy |")
     print("|---|---|---|---|")

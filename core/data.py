@@ -32,6 +32,13 @@ def split_stratified(y, fraction, seed):
     return keep, held
 
 
+def random_subset(data, n, seed):
+    """A seeded random `n` of a split's arrays, in stored order. Splits are stored
+    class by class, so the first n would hold one or two classes."""
+    pick = np.sort(np.random.default_rng(seed).permutation(len(data["y"]))[:n])
+    return {k: v[pick] for k, v in data.items()}
+
+
 def class_counts(y, classes):
     return {c: int((y == i).sum()) for i, c in enumerate(classes)}
 

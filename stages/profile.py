@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 from core import hardware, models, pipeline  # noqa: E402
 from core import params as P  # noqa: E402
 from core import profiling as prof  # noqa: E402
+from core.data import random_subset  # noqa: E402
 from core.io import atomic_dir, load_npz, write_json  # noqa: E402
 
 TFLITE_KINDS = ("fp32", "fp16", "int8")
@@ -53,11 +54,11 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
 
     # TFLite variants, scored on a fixed seeded subset of the test split against the Keras model.
     test = load_npz(f"{data_dir}/test.npz")
-    pick = np.sort(np.random.default_rng(P.number(params, "seed", integer=True)).permutation(len(test["y"]))[:n_eval])
-    y_eval = test["y"][pick]
-    x_eval = np.concatenate([np.asarray(xb) for xb, _ in pipeline.images(test["x"][pick], y_eval, size,
+    subset = random_subset(test, n_eval, P.number(params, "seed", integer=True))
+    y_eval = subset["y"]
+    x_eval = np.concatenate([np.asarray(xb) for xb, _ in pipeline.images(subset["x"], y_eval, size,
                                                                           entry.preprocess, 64)])
-    result["tflite_eval_images"] = len(pick)
+    result["tflite_eval_images"] = len(y_eval)
     result["keras_accuracy_on_eval_images"] = float(np.mean(model.predict(x_eval, verbose=0).argmax(1) == y_eval))
     with atomic_dir(export_dir) as tmp:
         for kind in kinds:
