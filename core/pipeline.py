@@ -2,7 +2,21 @@
 import keras
 import tensorflow as tf
 
-AUTOTUNE = tf.data.AUTOTUNE
+from core.hardware import usable_cores
+
+PREFETCH_BATCHES = 2
+
+
+def _options():
+    """tf.data's autotuner off, fixed parallelism instead. Its background
+    thread re-plans at 10 ms, 20 ms, 40 ms... after an iterator starts, and on
+    this TF (2.21) the iterator's teardown often waits for the next such tick:
+    a fit or predict then ends at 2.55, 10.23 or 20.47 s whatever its work
+    (one epoch on 8,192 images: 20.47 s against 11.7 s; docs/performance.md).
+    With 2-4 cores there is little for it to tune."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def augmenter(flip, rotation, zoom, seed):
@@ -34,7 +48,8 @@ def images(x, y, size, preprocess, batch_size, shuffle_seed=None, augment=None):
             xb = augment(xb, training=True)
         return preprocess(xb), yb
 
-    return ds.batch(batch_size).map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size).map(prepare, num_parallel_calls=usable_cores())
+    return ds.prefetch(PREFETCH_BATCHES).with_options(_options())
 
 
 def features(f, y, batch_size, shuffle_seed=None):
@@ -42,4 +57,4 @@ def features(f, y, batch_size, shuffle_seed=None):
     ds = tf.data.Dataset.from_tensor_slices((f, y))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(f), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return ds.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(_options())

@@ -44,6 +44,15 @@ def test_pipeline_never_modifies_the_raw_arrays():
     np.testing.assert_array_equal(x, before)
 
 
+def test_pipelines_run_without_the_tf_data_autotuner():
+    # Its teardown stall made fits and predicts end on 10 ms x 2^k ticks (docs/performance.md).
+    x, y = tiny(8)
+    for ds in (pipeline.images(x, y, 32, models.REGISTRY["basecnn"].preprocess, 4),
+               pipeline.features(np.zeros((8, 5), np.float32), y, 4, shuffle_seed=1)):
+        assert ds.options().autotune.enabled is False
+        assert [len(b[0]) for b in ds] == [4, 4]
+
+
 def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     keras.utils.set_random_seed(0)
     model, backbone, head = models.build_model("mobilenetv2", 10, 32, "none", 16, 0.0)
