@@ -7,7 +7,7 @@ from core.fetch import fetch_section
 from core.io import atomic_dir, save_npz, write_json
 
 PARSERS = {"binary": parse_cifar10_binary, "folders": parse_class_folders}
-KEYS = {"cifar10": ["format", "urls", "checksum", "size_bytes", "val_fraction"],
+KEYS = {"cifar10": ["format", "urls", "checksum", "size_bytes", "val_fraction", "train_fraction"],
         "fetch": ["dir", "retries", "backoff_s", "timeout_s"]}
 
 
@@ -18,18 +18,22 @@ def main(params, out_dir="data/cifar10"):
     if not P.sources(params, "cifar10.urls"):
         raise P.ParamError("params.yaml: `cifar10.urls` is none; give the archive's URL or a local path")
     val_fraction = P.number(params, "cifar10.val_fraction", 0.01, 0.5)
+    train_fraction = P.number(params, "cifar10.train_fraction", 0.01, 1.0)
     seed = P.number(params, "seed", integer=True)
     archive = fetch_section(params, "cifar10")
 
     splits, classes, notes = PARSERS[fmt](archive)
     x, y = splits["train"]
     train, val = split_stratified(y, val_fraction, seed)
-    # A tiny class can lose every training image to val (1 image at val_fraction 0.5).
+    if train_fraction < 1:  # a labelled-data budget: val and test stay whole, so figures stay comparable
+        train = train[split_stratified(y[train], train_fraction, seed)[1]]
+    # A tiny class can lose every training image to val (1 image at val_fraction 0.5) or to the budget.
     left = class_counts(y[train], classes)
     empty = [f"{c} ({n} image{'s' * (n != 1)})" for c, n in class_counts(y, classes).items() if not left[c]]
     if empty:
-        raise P.ParamError(f"params.yaml: `cifar10.val_fraction` is {val_fraction}, which moves every training "
-                           f"image of {', '.join(empty)} to val; add training images or lower it")
+        raise P.ParamError(f"params.yaml: `cifar10.val_fraction` {val_fraction} and `cifar10.train_fraction` "
+                           f"{train_fraction} leave no training image of {', '.join(empty)}; add training images, "
+                           "lower val_fraction or raise train_fraction")
     splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": splits["test"]}
 
     with atomic_dir(out_dir) as tmp:

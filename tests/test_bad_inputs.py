@@ -423,8 +423,8 @@ def test_bad_folder_layouts_are_refused(params, tmp_path, case, match):
 
 def test_val_fraction_that_leaves_a_class_without_training_images(params, tmp_path):
     class_folders(tmp_path / "ds", per_class=(1, 1))
-    with pytest.raises(StageError, match=r"`cifar10.val_fraction` is 0.5, which moves every training image of "
-                                         r"cat \(1 image\), dog \(1 image\), frog \(1 image\) to val"):
+    with pytest.raises(StageError, match=r"`cifar10.val_fraction` 0.5 and `cifar10.train_fraction` 1.0 leave no "
+                                         r"training image of cat \(1 image\), dog \(1 image\), frog \(1 image\);"):
         download_cifar10.main(folders(params, tmp_path / "ds"), out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -47,6 +47,20 @@ def test_parsed_arrays_equal_the_pixels_in_the_archive(params, server, tmp_path)
     assert info["counts"]["val"]["cat"] == 2 and sum(info["counts"]["train"].values()) == 80
 
 
+def test_train_fraction_keeps_a_stratified_share_of_train_and_all_of_val_and_test(params, server, tmp_path):
+    cifar10_binary(tmp_path / "c.tar.gz", per_batch=20, n_test=20)
+    use_archive(params, server, tmp_path / "c.tar.gz", val_fraction=0.2)
+    download_cifar10.main(params, out_dir=tmp_path / "all")
+    params["cifar10"]["train_fraction"] = 0.25
+    download_cifar10.main(params, out_dir=tmp_path / "part")
+    full, part = (load_npz(tmp_path / d / "train.npz") for d in ("all", "part"))
+    assert np.bincount(part["y"], minlength=10).tolist() == [2] * 10  # 8 per class -> 2
+    assert {i.tobytes() for i in part["x"]} <= {i.tobytes() for i in full["x"]}
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(load_npz(tmp_path / "all" / f"{split}.npz")["x"],
+                                      load_npz(tmp_path / "part" / f"{split}.npz")["x"])
+
+
 def test_val_split_is_seeded(params, server, tmp_path):
     cifar10_binary(tmp_path / "c.tar.gz")
     use_archive(params, server, tmp_path / "c.tar.gz")
@@ -112,6 +126,7 @@ def test_cli_reports_one_line_and_exits_nonzero(tmp_path, params):
 def test_bad_params_name_the_key(params, tmp_path):
     for key, value, match in [("format", "pickle", "`cifar10.format` is 'pickle'; allowed: binary, folders"),
                               ("val_fraction", 0.9, r"`cifar10.val_fraction` is 0.9; must be in \[0.01, 0.5\]"),
+                              ("train_fraction", 0, r"`cifar10.train_fraction` is 0; must be in \[0.01, 1.0\]"),
                               ("urls", "none", "`cifar10.urls` is none; give")]:
         bad = {**params, "cifar10": {**params["cifar10"], key: value}}
         with pytest.raises(StageError, match=match):
