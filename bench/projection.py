@@ -1,0 +1,107 @@
+"""Benchmark: how long would the five-model benchmark take at these params?
+
+Running every backbone through the chain at the default 96 px and 5
+fine-tuning epochs takes hours on 2 cores, so this measures each backbone's
+rates on a few batches of real images, through the stages' own functions,
+and projects each data-proportional step to the full CIFAR-10 split sizes:
+
+  features   images/s of the frozen backbone (train + val, once)
+  frozen     seconds per head epoch on cached features of the right width
+  fine-tune  images/s of a training step with the top unfrozen and
+             augmentation on, plus a val pass per epoch
+  evaluate   images/s of the classifier (the test split)
+
+Stage start-up, download and profile are fixed costs, not projected: take
+them from `bench.growth` / `bench.stages`. Check the projection against a
+measured run (`python -m bench.growth` gives MobileNetV2's).
+
+  python -m bench.projection --size 96 --fine-tune-epochs 5 --images 1024
+Prints a markdown table and writes bench/results/projection.json.
+"""
+import argparse
+import time
+
+import keras
+import numpy as np
+import yaml
+
+from core import hardware, models, pipeline
+from core.io import load_npz, write_json
+from core.profiling import conditions
+from core.training import extractor, predict
+
+SPLITS = {"train": 45000, "val": 5000, "test": 10000}  # CIFAR-10 at val_fraction 0.1
+
+
+def seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def rates(name, x, y, size, params):
+    """Measured rates of one backbone at `size` px on images x, labels y."""
+    t = params["train"]
+    entry = models.entry(name)
+    model, backbone, head = models.build_model(name, 10, size, "none", t["head"]["units"], t["head"]["dropout"])
+    batch = t["batch_size"]
+    out = {}
+    pooled = extractor(backbone)
+    predict(pooled, x[:batch], size, entry.preprocess, batch)  # trace outside the timing
+    out["features_ips"] = len(x) / seconds(lambda: predict(pooled, x, size, entry.preprocess, batch))
+    f = np.random.default_rng(0).normal(size=(SPLITS["train"], pooled.output_shape[-1])).astype(np.float32)
+    models.compile_model(head, t["frozen"]["learning_rate"])
+    ds = pipeline.features(f, np.resize(y, len(f)), batch, shuffle_seed=0)
+    head.fit(ds.take(2), verbose=0)
+    out["frozen_epoch_s"] = seconds(lambda: head.fit(ds, verbose=0))
+    models.unfreeze(model, backbone, t["fine_tune"]["unfreeze_fraction"], t["fine_tune"]["learning_rate"])
+    augment = pipeline.augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], 0)
+    ds = pipeline.images(x, y, size, entry.preprocess, batch, shuffle_seed=0, augment=augment)
+    model.fit(ds.take(2), verbose=0)
+    out["fine_tune_ips"] = len(x) / seconds(lambda: model.fit(ds, verbose=0))
+    predict(model, x[:batch], size, entry.preprocess, batch)
+    out["evaluate_ips"] = len(x) / seconds(lambda: predict(model, x, size, entry.preprocess, batch))
+    return out
+
+
+def project(r, frozen_epochs, fine_tune_epochs):
+    """Seconds of the data-proportional work of the features, train and evaluate stages."""
+    fine_tune_epoch = SPLITS["train"] / r["fine_tune_ips"] + SPLITS["val"] / r["evaluate_ips"]
+    return {"features_s": (SPLITS["train"] + SPLITS["val"]) / r["features_ips"],
+            "frozen_s": frozen_epochs * r["frozen_epoch_s"],
+            "fine_tune_s": fine_tune_epochs * fine_tune_epoch,
+            "evaluate_s": SPLITS["test"] / r["evaluate_ips"]}
+
+
+def main():
+    params = yaml.safe_load(open("params.yaml"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.pretrained])
+    ap.add_argument("--size", type=int, default=params["image_size"])
+    ap.add_argument("--frozen-epochs", type=int, default=params["train"]["frozen"]["epochs"])
+    ap.add_argument("--fine-tune-epochs", type=int, default=params["train"]["fine_tune"]["epochs"])
+    ap.add_argument("--images", type=int, default=1024, help="the first N images of data/cifar10/train.npz")
+    ap.add_argument("--out", default="bench/results/projection.json")
+    args = ap.parse_args()
+    hardware.configure(42)
+    data = load_npz("data/cifar10/train.npz")
+    x, y = data["x"][:args.images], data["y"][:args.images]
+    results = {}
+    for name in args.models:
+        r = rates(name, x, y, models.input_size(name, args.size), params)
+        p = project(r, args.frozen_epochs, args.fine_tune_epochs)
+        results[name] = {"rates": r, "projected": p, "projected_total_s": sum(p.values())}
+        keras.backend.clear_session()
+    write_json(args.out, {"args": vars(args), "splits": SPLITS, "results": results, "conditions": conditions()})
+    print(f"| backbone | features (img/s) | fine-tune (img/s) | features (min) | frozen (min) | "
+          f"fine-tune x{args.fine_tune_epochs} (min) | evaluate (min) | total (min) |\n|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        p = r["projected"]
+        print(f"| {name} | {r['rates']['features_ips']:.0f} | {r['rates']['fine_tune_ips']:.0f} | "
+              f"{p['features_s'] / 60:.1f} | {p['frozen_s'] / 60:.1f} | {p['fine_tune_s'] / 60:.1f} | "
+              f"{p['evaluate_s'] / 60:.1f} | {r['projected_total_s'] / 60:.1f} |")
+    print(f"{args.size} px, rates from {len(x)} images; projected to {SPLITS}")
+
+
+if __name__ == "__main__":
+    main()
