@@ -9,15 +9,13 @@ measured), and in plots/compare/ the PNG figures and pareto.csv, declared as
 DVC plots (`dvc plots show`). Prints the
 recommendation and why. Re-run it after changing `compare.*`: nothing trains.
 """
-import csv
-import io
 import os
 import sys
 from pathlib import Path
 
 from core import StageError
 from core import compare as C
-from core.io import atomic_path, write_text
+from core.io import atomic_path, csv_text, write_text
 
 FIGURES = (("accuracy_vs_latency.png", "Accuracy vs batch-1 latency p90, Pareto front"),
            ("accuracy_vs_size.png", "Accuracy vs size on disk, Pareto front"),
@@ -139,13 +137,10 @@ def pareto_csv(rows, rec):
     """Model, costs and the ranked accuracy, drawn by `dvc plots show` (dvc.yaml declares it as a scatter). Only models with both figures: vega cannot place "n/a"."""
     shown = [r for r in rows if r["status"] == "ok" and r["latency_p90_ms"] is not None and r[rec.rank_by] is not None]
     front = C.pareto_front([(r["model"], r["latency_p90_ms"], r[rec.rank_by]) for r in shown])
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["model", "latency_p90_ms", "size_mb", "accuracy_pct", "accuracy_measure", "on_latency_front"])
-    for r in shown:
-        writer.writerow([r["model"], round(r["latency_p90_ms"], 4), C.NA if r["size_mb"] is None else r["size_mb"],
-                         round(r[rec.rank_by], 4), rec.rank_by.replace("_accuracy_pct", ""), r["model"] in front])
-    return buf.getvalue()
+    return csv_text(["model", "latency_p90_ms", "size_mb", "accuracy_pct", "accuracy_measure", "on_latency_front"],
+                    ([r["model"], round(r["latency_p90_ms"], 4), C.NA if r["size_mb"] is None else r["size_mb"],
+                      round(r[rec.rank_by], 4), rec.rank_by.replace("_accuracy_pct", ""), r["model"] in front]
+                     for r in shown))
 
 
 def main(params, records, names=C.MODELS, out_dir="reports", plots_dir="plots/compare"):

@@ -4,13 +4,12 @@ Pure functions over plain data: records as `dvc.api.exp_show()` returns them
 (one flat dict per experiment) become rows with unit-named columns; rows give
 the markdown and CSV tables, the Pareto front and the recommendation.
 """
-import csv
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 from core import params as P
+from core.io import csv_text as table_csv
 
 # The registry of core/models.py, written out: importing it would load TensorFlow.
 MODELS = ("basecnn", "mobilenetv2", "resnet50v2", "efficientnetb0", "densenet121")
@@ -130,12 +129,8 @@ def markdown_table(header, body):
 
 def csv_text(rows_):
     """Every column, one row per model; missing figures are "n/a" (pandas reads them as NaN)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["model", "status", *BY_NAME])
-    for r in rows_:
-        writer.writerow([r["model"], r["status"], *(NA if r[c] is None else round(r[c], 4) for c in BY_NAME)])
-    return buf.getvalue()
+    return table_csv(["model", "status", *BY_NAME],
+                     ([r["model"], r["status"], *(NA if r[c] is None else round(r[c], 4) for c in BY_NAME)] for r in rows_))
 
 
 MAIN_COLUMNS = [c for c in COLUMNS if not c.name.startswith(("tflite_", "subset_"))]

@@ -6,8 +6,10 @@ into place only when complete, so a crash, Ctrl-C or full disk never leaves
 a half-written output for DVC or the next stage to trust.
 """
 import contextlib
+import csv
 import errno
 import glob
+import io
 import json
 import os
 import shutil
@@ -131,3 +133,12 @@ def load_npz(path):
                          "the stage that writes it again") from e
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise StageError(f"{path}: not a readable .npz ({e}); delete it and run the stage that writes it again") from e
+
+
+def csv_text(header, rows):
+    """CSV text with a header row and "\n" line ends (DVC plots and pandas read it alike)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()

@@ -6,8 +6,6 @@ set, CINIC accuracy per origin, the drop between the sets) and plots/evaluate/:
 confusion matrices as `actual,predicted` rows, per-class precision / recall /
 F1, and a grid of misclassified CINIC-10 images.
 """
-import csv
-import io
 import json
 
 import keras
@@ -15,17 +13,9 @@ import numpy as np
 
 from core import hardware, models
 from core import params as P
-from core.io import atomic_dir, load_npz, write_json, write_text
+from core.io import atomic_dir, csv_text, load_npz, write_json, write_text
 from core.metrics import classification_report
 from core.training import predict
-
-
-def rows_csv(header, rows):
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def misclassified_grid(path, x, y, probs, classes, origins, n=24):
@@ -72,9 +62,9 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     for set_name, data in sets.items():
         probs[set_name] = predict(model, data["x"], size, entry.preprocess, batch_size)
         report = classification_report(data["y"], probs[set_name], classes)
-        per_class[set_name] = rows_csv(["class", "accuracy", "precision", "f1"], (
+        per_class[set_name] = csv_text(["class", "accuracy", "precision", "f1"], (
             (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items()))
-        confusions[set_name] = rows_csv(["actual", "predicted"], (
+        confusions[set_name] = csv_text(["actual", "predicted"], (
             (classes[a], classes[p]) for a, p in zip(data["y"], probs[set_name].argmax(axis=1))))
         metrics[set_name] = report
     if "cinic10" in sets:
