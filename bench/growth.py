@@ -2,7 +2,7 @@
 training-set size.
 
 For each setting, sets the params in params.yaml (restored afterwards) and
-runs every stage of dvc.yaml in order, timing each as `bench.stages` does.
+runs every stage of dvc.yaml in order, timed by `bench.stages`.
 Settings: each `--sizes` at the full training set, then each `--fractions`
 (`cifar10.train_fraction`) at `--fraction-size` px. Run it in a scratch
 clone whose params.yaml already points at the data (outputs are rewritten).
@@ -14,12 +14,11 @@ Prints a markdown table and writes bench/results/growth.json.
 import argparse
 import copy
 import json
-import statistics
 from pathlib import Path
 
 import yaml
 
-from bench.stages import run_stage
+from bench.stages import time_stages
 from core.io import write_json
 
 
@@ -52,11 +51,9 @@ def main():
     try:
         for setting in settings:
             Path("params.yaml").write_text(yaml.safe_dump(with_params(params, setting), sort_keys=False))
-            runs = {name: [] for name in stages}
-            for _ in range(args.repeats):
-                for name, stage in stages.items():
-                    runs[name].append(run_stage(stage["cmd"])[0])
-            median = {name: statistics.median(r) for name, r in runs.items()}
+            runs, stats = time_stages(stages, list(stages), args.repeats)
+            runs = {name: [r["wall_s"] for r in rs] for name, rs in runs.items()}
+            median = {name: m["wall_s"] for name, m in stats.items()}
             train = json.loads(Path("metrics/train.json").read_text())  # the phases' own fit times, last run
             phases = {k: train[k] for k in ("frozen_time_s", "fine_tune_time_s", "scratch_time_s") if k in train}
             results.append({"setting": setting, "runs_s": runs, "median_s": median, "total_s": sum(median.values()),

@@ -28,7 +28,8 @@ import yaml
 from core import hardware, models, pipeline
 from core.io import load_npz, write_json
 from core.profiling import conditions
-from core.training import extractor, predict
+from bench.input_pipeline import pipeline_ips
+from core.training import extractor
 
 SPLITS = {"train": 45000, "val": 5000, "test": 10000}  # CIFAR-10 at val_fraction 0.1
 
@@ -47,8 +48,7 @@ def rates(name, x, y, size, params):
     batch = t["batch_size"]
     out = {}
     pooled = extractor(backbone)
-    predict(pooled, x[:batch], size, entry.preprocess, batch)  # trace outside the timing
-    out["features_ips"] = len(x) / seconds(lambda: predict(pooled, x, size, entry.preprocess, batch))
+    out["features_ips"] = pipeline_ips(pooled, x, size, entry.preprocess, batch)
     f = np.random.default_rng(0).normal(size=(SPLITS["train"], pooled.output_shape[-1])).astype(np.float32)
     models.compile_model(head, t["frozen"]["learning_rate"])
     ds = pipeline.features(f, np.resize(y, len(f)), batch, shuffle_seed=0)
@@ -59,8 +59,7 @@ def rates(name, x, y, size, params):
     ds = pipeline.images(x, y, size, entry.preprocess, batch, shuffle_seed=0, augment=augment)
     model.fit(ds.take(2), verbose=0)
     out["fine_tune_ips"] = len(x) / seconds(lambda: model.fit(ds, verbose=0))
-    predict(model, x[:batch], size, entry.preprocess, batch)
-    out["evaluate_ips"] = len(x) / seconds(lambda: predict(model, x, size, entry.preprocess, batch))
+    out["evaluate_ips"] = pipeline_ips(model, x, size, entry.preprocess, batch)
     return out
 
 

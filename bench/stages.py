@@ -42,6 +42,19 @@ def run_stage(cmd):
     return seconds, usage.ru_maxrss * 1024 / 1e6  # Linux reports KiB
 
 
+def time_stages(stages, names, repeats):
+    """Each named stage's command run `repeats` times in order: (runs, medians), each
+    per stage a list of / one {"wall_s", "peak_rss_mb"}."""
+    runs = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:  # in pipeline order, so each stage reads what the previous one wrote
+            seconds, rss_mb = run_stage(stages[name]["cmd"])
+            runs[name].append({"wall_s": seconds, "peak_rss_mb": rss_mb})
+            print(f"{name}: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB", flush=True)
+    median = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
+    return runs, median
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -51,13 +64,7 @@ def main():
     stages = yaml.safe_load(open("dvc.yaml"))["stages"]
     names = args.stages or list(stages)
     params = yaml.safe_load(open("params.yaml"))
-    runs = {name: [] for name in names}
-    for _ in range(args.repeats):
-        for name in names:  # in pipeline order, so each stage reads what the previous one wrote
-            seconds, rss_mb = run_stage(stages[name]["cmd"])
-            runs[name].append({"wall_s": seconds, "peak_rss_mb": rss_mb})
-            print(f"{name}: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB", flush=True)
-    median = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
+    runs, median = time_stages(stages, names, args.repeats)
     conditions = {"cpu": platform.processor() or platform.machine(), "usable_cores": len(os.sched_getaffinity(0)),
                   "python": platform.python_version(), "repeats": args.repeats,
                   "params": {k: params[k] for k in ("model", "image_size", "weights")},
