@@ -158,7 +158,7 @@ def main(params, records, names=C.MODELS, out_dir="reports", plots_dir="plots/co
     gap_figure(figs / FIGURES[2][0], rows)
     grid_figure(figs / FIGURES[3][0], rows)
     write_text(figs / "pareto.csv", pareto_csv(rows, rec))
-    write_text(out / "comparison.csv", C.csv_text(rows))
+    write_text(out / "comparison.csv", C.comparison_csv(rows))
     linked = [(os.path.relpath(figs / name, out), title) for name, title in FIGURES]  # links from the report
     write_text(out / "comparison.md", C.report_markdown(rows, rec, C.conditions(records, names), linked))
     print(C.explain(rec))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from core import params as P
-from core.io import csv_text as table_csv
+from core.io import csv_text
 
 # The registry of core/models.py, written out: importing it would load TensorFlow.
 MODELS = ("basecnn", "mobilenetv2", "resnet50v2", "efficientnetb0", "densenet121")
@@ -127,10 +127,10 @@ def markdown_table(header, body):
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows_):
+def comparison_csv(rows_):
     """Every column, one row per model; missing figures are "n/a" (pandas reads them as NaN)."""
-    return table_csv(["model", "status", *BY_NAME],
-                     ([r["model"], r["status"], *(NA if r[c] is None else round(r[c], 4) for c in BY_NAME)] for r in rows_))
+    return csv_text(["model", "status", *BY_NAME],
+                    ([r["model"], r["status"], *(NA if r[c] is None else round(r[c], 4) for c in BY_NAME)] for r in rows_))
 
 
 MAIN_COLUMNS = [c for c in COLUMNS if not c.name.startswith(("tflite_", "subset_"))]

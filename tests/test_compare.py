@@ -131,7 +131,7 @@ UNITS = ("_pct", "_pp", "_nats", "_ms", "_ips", "_mb", "_m", "_s", "_per_image")
 
 def test_tables_name_units_and_show_missing_figures_as_na():
     rows = table(record("a", cinic=None), record("b", state="Failed"))
-    parsed = list(csv.DictReader(io.StringIO(C.csv_text(rows))))
+    parsed = list(csv.DictReader(io.StringIO(C.comparison_csv(rows))))
     header = list(parsed[0])
     assert header[:2] == ["model", "status"] and all(h.endswith(UNITS) for h in header[2:]), header
     assert {"test_accuracy_pct", "cinic10_accuracy_pct", "latency_p50_ms", "latency_p90_ms", "throughput_ips",
