@@ -1,18 +1,25 @@
 """One registry of models, and the two-phase transfer-learning recipe.
 
-A model is `inputs -> backbone -> global average pooling -> head`. The
-backbone comes from the registry; the head (dropout, dense, softmax) is the
-same for every entry, so adding a Keras application is one REGISTRY line.
-Inputs are images already resized and passed through the entry's
-`preprocess` (done in the data pipeline, see core/pipeline.py).
+A model is `raw uint8 image -> resize -> preprocessing -> backbone -> global
+average pooling ("pool") -> head`. Everything up to "pool" is the *trunk*: the
+features stage builds it once, caches its outputs and saves it whole, and the
+train stage puts a head on that very trunk, so the network that made the
+cached features is the one that is fine-tuned, evaluated and shipped. The
+head (dropout, dense, softmax) is the same for every entry: adding a Keras
+application is one REGISTRY line.
 """
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 
 from core import StageError
+
+BACKBONE = "backbone"  # layer names other code relies on (unfreeze, tests, users' feature extraction)
+POOL = "pool"
 
 
 def base_cnn(include_top=False, weights=None, input_shape=(32, 32, 3)):
@@ -31,7 +38,7 @@ def base_cnn(include_top=False, weights=None, input_shape=(32, 32, 3)):
 
 
 def scale_to_unit(x):
-    """0-255 -> 0-1; returns a new tensor (never writes into `x`)."""
+    """0-255 -> 0-1; returns a new array (never writes into `x`)."""
     return x / 255.0
 
 
@@ -70,9 +77,45 @@ def input_size(name, image_size):
     return image_size
 
 
+def preprocessing_layer(preprocess):
+    """`preprocess` (a Keras preprocess_input) as one Rescaling layer, or None if it is the identity.
+
+    Every registry family's preprocess_input is a per-channel affine map
+    (x * scale + offset), so reading it off at a few points gives an exact
+    equivalent that saves and loads as a plain Keras layer (no Lambda, so
+    `load_model` in safe mode needs none of this project's code). A function
+    that is not per-channel affine (e.g. "caffe" mode's RGB->BGR swap) is refused.
+    """
+    probe = lambda v: np.asarray(preprocess(np.array([[v]], np.float64)), np.float64)[0, 0]  # noqa: E731
+    offset = probe([0.0, 0.0, 0.0])
+    scale = (np.array([probe(255.0 * unit)[c] for c, unit in enumerate(np.eye(3))]) - offset) / 255.0
+    for point in ([255.0, 128.0, 7.0], [3.0, 250.0, 99.0]):
+        if not np.allclose(probe(point), np.asarray(point) * scale + offset, rtol=1e-5, atol=1e-5):
+            raise ValueError(f"{preprocess.__module__}.{preprocess.__name__} is not a per-channel affine map")
+    if np.allclose(scale, 1.0) and np.allclose(offset, 0.0):
+        return None
+    return keras.layers.Rescaling(scale.tolist(), offset.tolist(), name="preprocess")
+
+
+@contextlib.contextmanager
+def _keras_weights_from(path):
+    """keras.applications build a backbone's ImageNet architecture only for
+    weights="imagenet" (EfficientNet then adds an input rescaling that its
+    ImageNet weights expect), and fetch that file with file_utils.get_file:
+    hand Keras the user's file instead, so a local copy of ImageNet weights
+    gets the same network as the download."""
+    from keras.src.utils import file_utils
+    fetch = file_utils.get_file
+    file_utils.get_file = lambda *args, **kwargs: path
+    try:
+        yield
+    finally:
+        file_utils.get_file = fetch
+
+
 def build_backbone(name, image_size, weights):
-    """The registry entry's backbone without its top. `weights` is
-    "imagenet", "none" or a weights file for this architecture."""
+    """The registry entry's backbone without its top, as the layer named "backbone".
+    `weights` is "imagenet", "none" or a weights file (ImageNet weights kept locally)."""
     e, size = entry(name), input_size(name, image_size)
     if weights == "none" or not e.pretrained:
         source = None
@@ -83,7 +126,9 @@ def build_backbone(name, image_size, weights):
     else:
         raise StageError(f"params.yaml: `weights` is {weights!r}; allowed: imagenet, none, or a weights file path")
     try:
-        return e.constructor(include_top=False, weights=source, input_shape=(size, size, 3))
+        with _keras_weights_from(source) if source not in (None, "imagenet") else contextlib.nullcontext():
+            backbone = e.constructor(include_top=False, weights=None if source is None else "imagenet",
+                                     input_shape=(size, size, 3))
     except Exception as err:  # Keras raises a bare Exception for a failed download
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]  # Keras lists every layer below
         if source == "imagenet":
@@ -94,6 +139,28 @@ def build_backbone(name, image_size, weights):
         if source is not None:
             raise StageError(f"params.yaml: `weights` file {source} does not fit {name} at {size} px: {first_line}") from err
         raise
+    backbone.name = BACKBONE
+    return backbone
+
+
+def build_trunk(name, image_shape, image_size, weights):
+    """Raw uint8 RGB images of `image_shape` (H, W, 3), the dataset's own, -> pooled
+    backbone features (layer "pool"): resizing and the family's preprocessing are
+    layers, so the saved model needs nothing but images. Frozen for two-phase entries."""
+    e, size = entry(name), input_size(name, image_size)
+    backbone = build_backbone(name, size, weights)
+    inputs = keras.Input(tuple(image_shape), dtype="uint8", name="image")
+    x = inputs
+    if tuple(image_shape[:2]) != (size, size):
+        x = keras.layers.Resizing(size, size, name="resize")(x)  # bilinear, as tf.image.resize
+    preprocess = preprocessing_layer(e.preprocess)
+    if preprocess is not None:
+        x = preprocess(x)
+    # training=False keeps BatchNorm in inference mode even once unfrozen (Keras guide).
+    x = backbone(x, training=False) if e.pretrained else backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
+    backbone.trainable = not e.pretrained
+    return keras.Model(inputs, x, name=f"{name}_trunk")
 
 
 def build_head(n_features, n_classes, units, dropout, name="head"):
@@ -105,29 +172,21 @@ def build_head(n_features, n_classes, units, dropout, name="head"):
     return keras.Sequential(layers, name=name)
 
 
-def build_model(name, n_classes, image_size, weights, units, dropout):
-    """Phase 1 model: frozen backbone (BatchNorm in inference mode), new head.
+def build_model(trunk, n_classes, units, dropout):
+    """Phase 1 model: the trunk (backbone frozen, BatchNorm in inference mode) and a new head.
 
-    Returns (model, backbone, head): `head` is a sub-model that can be
-    trained on its own on cached backbone features.
+    Returns (model, head): `head` is a sub-model that can be trained on its
+    own on the trunk's cached outputs.
     """
-    backbone = build_backbone(name, image_size, weights)
-    size = input_size(name, image_size)
-    pretrained = entry(name).pretrained
-    backbone.trainable = not pretrained
-    inputs = keras.Input((size, size, 3))
-    # training=False keeps BatchNorm in inference mode even once unfrozen (Keras guide).
-    x = backbone(inputs, training=False) if pretrained else backbone(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    head = build_head(x.shape[-1], n_classes, units, dropout)
-    model = keras.Model(inputs, head(x), name=name)
-    return model, backbone, head
+    head = build_head(trunk.output.shape[-1], n_classes, units, dropout)
+    return keras.Model(trunk.input, head(trunk.output), name=trunk.name.removesuffix("_trunk")), head
 
 
-def unfreeze(model, backbone, fraction, learning_rate):
+def unfreeze(model, fraction, learning_rate):
     """Phase 2: make the top `fraction` of the backbone's layers trainable,
     BatchNorm excepted, and recompile (a change of `trainable` only takes
     effect on compile). Returns the number of layers unfrozen."""
+    backbone = model.get_layer(BACKBONE)
     backbone.trainable = True
     n_top = round(fraction * len(backbone.layers))
     for i, layer in enumerate(backbone.layers):

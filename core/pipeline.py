@@ -1,4 +1,4 @@
-"""tf.data input pipelines: resize and preprocess in-graph, per batch."""
+"""tf.data input pipelines: raw uint8 images (augmented for training) and cached features, in batches."""
 import keras
 import tensorflow as tf
 
@@ -30,25 +30,24 @@ def augmenter(flip, rotation, zoom, seed):
     return keras.Sequential(layers) if layers else None
 
 
-def images(x, y, size, preprocess, batch_size, shuffle_seed=None, augment=None):
-    """Batches of (preprocessed float32 images at `size` px, labels) from uint8 arrays.
+def images(x, y, batch_size, shuffle_seed=None, augment=None):
+    """Batches of (uint8 images, labels) from uint8 arrays: the model resizes and
+    preprocesses them itself, so training sees what a user gives it.
 
-    Shuffling happens before batching, with a fixed seed, so two datasets of
-    the same length see their examples in the same order.
+    Augmented images are rounded back to uint8, as a camera would deliver them
+    (the model's input is uint8). Shuffling happens before batching, with a
+    fixed seed, so two datasets of the same length see their examples in the
+    same order. The source arrays are never modified.
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def prepare(xb, yb):
-        xb = tf.cast(xb, tf.float32)  # a new tensor: the uint8 source is never modified
-        if xb.shape[1] != size:
-            xb = tf.image.resize(xb, (size, size))
-        if augment is not None:
-            xb = augment(xb, training=True)
-        return preprocess(xb), yb
-
-    ds = ds.batch(batch_size).map(prepare, num_parallel_calls=usable_cores())
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        def augmented(xb, yb):
+            xb = augment(tf.cast(xb, tf.float32), training=True)
+            return tf.cast(tf.clip_by_value(tf.round(xb), 0.0, 255.0), tf.uint8), yb
+        ds = ds.map(augmented, num_parallel_calls=usable_cores())
     return ds.prefetch(PREFETCH_BATCHES).with_options(_options())
 
 

@@ -63,16 +63,28 @@ def time_calls(fn, x, runs, warmup, desc):
     return samples
 
 
-def latency(model, size, runs, warmup):
+def fixed_input(model, batch):
+    """One fixed batch of random images of the model's input shape and dtype (raw uint8 images)."""
+    shape, dtype = (batch, *model.input_shape[1:]), np.dtype(model.input.dtype)
+    return np.random.default_rng(0).integers(0, 256, shape).astype(dtype)
+
+
+def backbone_size(model):
+    """The side (px) the backbone runs at, after the model's own resizing."""
+    from core.models import BACKBONE
+    return int(model.get_layer(BACKBONE).inputs[0].shape[1])
+
+
+def latency(model, runs, warmup):
     """Batch-1 latency percentiles (ms) of the compiled model on one fixed input."""
-    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32))
+    x = tf.constant(fixed_input(model, 1))
     samples = time_calls(compiled_call(model), x, runs, warmup, "batch-1 latency")
     return {f"latency_{k}_ms": v for k, v in percentiles_ms(samples).items()}, samples
 
 
-def throughput(model, size, batch, runs, warmup):
+def throughput(model, batch, runs, warmup):
     """Images per second at `batch` (median over runs) and CPU use during the runs (% of usable cores)."""
-    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    x = tf.constant(fixed_input(model, batch))
     fn = compiled_call(model)
     for _ in range(warmup):
         np.asarray(fn(x))
@@ -85,12 +97,12 @@ def throughput(model, size, batch, runs, warmup):
             "cpu_utilisation_pct": 100.0 * busy / wall / usable_cores()}
 
 
-def flops_per_image(model, size):
+def flops_per_image(model):
     """FLOPs of one batch-1 forward pass (a multiply-add counts 2), from the frozen graph."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
 
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((1, size, size, 3), tf.float32))
+        tf.TensorSpec((1, *model.input_shape[1:]), model.input.dtype))
     _, graph_def = convert_variables_to_constants_v2_as_graph(fn)
     with tf.Graph().as_default() as graph:
         tf.graph_util.import_graph_def(graph_def, name="")
@@ -144,13 +156,13 @@ def tflite_runner(interpreter):
     return run
 
 
-def tflite_report(model, kind, size, x_eval, y_eval, runs, warmup, out_dir):
+def tflite_report(model, kind, x_eval, y_eval, runs, warmup, out_dir):
     """Size, batch-1 latency and accuracy on (x_eval, y_eval) of one TFLite variant."""
     content = tflite_export(model, kind)
     path = Path(out_dir) / f"model_{kind}.tflite"
     path.write_bytes(content)
     run = tflite_runner(tflite_interpreter(content, usable_cores()))
-    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    x = fixed_input(model, 1)
     lat = percentiles_ms(time_calls(run, x, runs, warmup, f"tflite {kind} latency"))
     predicted = np.array([run(x_eval[i:i + 1]).argmax() for i in tqdm(range(len(x_eval)), desc=f"tflite {kind} accuracy",
                                                                        leave=False)])

@@ -9,20 +9,9 @@ from core import pipeline
 from core.models import build_head, compile_model
 
 
-def extractor(backbone):
-    """Frozen backbone + global average pooling: images -> feature vectors."""
-    return keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()], name="extractor")
-
-
-def predict(model, x, size, preprocess, batch_size):
-    """The model's outputs for uint8 images (resized and preprocessed in the pipeline); float32."""
-    ds = pipeline.images(x, np.zeros(len(x), np.uint8), size, preprocess, batch_size)
-    return model.predict(ds, verbose=1).astype(np.float32)
-
-
-def extract_features(backbone, x, size, preprocess, batch_size):
-    """Run the frozen backbone over uint8 images once; float32 (N, D)."""
-    return predict(extractor(backbone), x, size, preprocess, batch_size)
+def predict(model, x, batch_size):
+    """The model's outputs for uint8 images (N, H, W, 3); float32."""
+    return model.predict(pipeline.images(x, np.zeros(len(x), np.uint8), batch_size), verbose=1).astype(np.float32)
 
 
 def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0, watch_from=0):

@@ -11,7 +11,7 @@ import json
 import keras
 import numpy as np
 
-from core import hardware, models
+from core import hardware
 from core import params as P
 from core.io import atomic_dir, csv_text, load_npz, write_json, write_text
 from core.metrics import classification_report
@@ -43,8 +43,6 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
          metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate"):
     name = params["model"]
-    entry = models.entry(name)
-    size = models.input_size(name, P.number(params, "image_size", 32, 1024, integer=True))
     batch_size = P.number(params, "evaluate.batch_size", 1, integer=True)
     classes = json.loads(open(f"{data_dir}/info.json").read())["classes"]
     hardware.configure(P.number(params, "seed", integer=True))  # threads sized to this machine's usable cores
@@ -60,7 +58,7 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
 
     metrics, per_class, confusions, probs = {}, {}, {}, {}
     for set_name, data in sets.items():
-        probs[set_name] = predict(model, data["x"], size, entry.preprocess, batch_size)
+        probs[set_name] = predict(model, data["x"], batch_size)  # raw images: the model resizes and preprocesses
         report = classification_report(data["y"], probs[set_name], classes)
         per_class[set_name] = csv_text(["class", "accuracy", "precision", "f1"], (
             (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items()))

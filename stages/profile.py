@@ -13,11 +13,12 @@ RSS_AFTER_IMPORT_MB = rss_mb()  # baseline: the TensorFlow runtime alone, before
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core import hardware, models, pipeline  # noqa: E402
+from core import hardware  # noqa: E402
 from core import params as P  # noqa: E402
 from core import profiling as prof  # noqa: E402
 from core.data import random_subset  # noqa: E402
 from core.io import atomic_dir, load_npz, write_json  # noqa: E402
+from core.training import predict  # noqa: E402
 
 TFLITE_KINDS = ("fp32", "fp16", "int8")
 
@@ -25,8 +26,6 @@ TFLITE_KINDS = ("fp32", "fp16", "int8")
 def main(params, data_dir="data/cifar10", model_path="models/model.keras", metrics_path="metrics/profile.json",
          export_dir="models/tflite"):
     name = params["model"]
-    entry = models.entry(name)
-    size = models.input_size(name, P.number(params, "image_size", 32, 1024, integer=True))
     p = params["profile"]
     warmup = P.number(params, "profile.warmup_runs", 1, integer=True)
     latency_runs = P.number(params, "profile.latency_runs", 20, integer=True)
@@ -41,31 +40,33 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
 
     model = keras.models.load_model(model_path)
     rss_load = rss_mb()
-    result = {"model": name, "image_size": size, **prof.size_report(model, model_path),
+    # Every figure is of the model as users run it: raw uint8 images in, resizing and preprocessing included.
+    input_shape = tuple(model.input_shape[1:])
+    result = {"model": name, "image_size": prof.backbone_size(model),
+              **prof.size_report(model, model_path),
               "rss_after_import_mb": RSS_AFTER_IMPORT_MB, "rss_after_load_mb": rss_load,
               "rss_growth_on_load_mb": rss_load - RSS_AFTER_IMPORT_MB}
-    result["flops_per_image"] = prof.flops_per_image(model, size)
+    result["flops_per_image"] = prof.flops_per_image(model)
     result["gflops_per_image"] = result["flops_per_image"] / 1e9
-    lat, _ = prof.latency(model, size, latency_runs, warmup)
+    lat, _ = prof.latency(model, latency_runs, warmup)
     result.update(lat)
-    result.update(prof.throughput(model, size, batch, throughput_runs, warmup))
+    result.update(prof.throughput(model, batch, throughput_runs, warmup))
     result["throughput_batch_size"] = batch
     result["peak_rss_mb"] = prof.peak_rss_mb()  # after the Keras runs, before TFLite conversion
 
     # TFLite variants, scored on a fixed seeded subset of the test split against the Keras model.
     test = load_npz(f"{data_dir}/test.npz")
     subset = random_subset(test, n_eval, P.number(params, "seed", integer=True))
-    y_eval = subset["y"]
-    x_eval = np.concatenate([np.asarray(xb) for xb, _ in pipeline.images(subset["x"], y_eval, size,
-                                                                          entry.preprocess, 64)])
+    x_eval, y_eval = subset["x"], subset["y"]
     result["tflite_eval_images"] = len(y_eval)
-    result["keras_accuracy_on_eval_images"] = float(np.mean(model.predict(x_eval, verbose=0).argmax(1) == y_eval))
+    result["keras_accuracy_on_eval_images"] = float(np.mean(predict(model, x_eval, 64).argmax(1) == y_eval))
     with atomic_dir(export_dir) as tmp:
         for kind in kinds:
-            for k, v in prof.tflite_report(model, kind, size, x_eval, y_eval, latency_runs, warmup, tmp).items():
+            for k, v in prof.tflite_report(model, kind, x_eval, y_eval, latency_runs, warmup, tmp).items():
                 result[f"tflite_{kind}_{k}"] = v
-    result["conditions"] = {**prof.conditions(), "latency_batch_size": 1, "latency_runs": latency_runs,
-                            "warmup_runs": warmup, "throughput_batch_size": batch,
+    result["conditions"] = {**prof.conditions(), "input": f"uint8 {input_shape}, resized and preprocessed "
+                            "inside the model (included in every timing)", "latency_batch_size": 1,
+                            "latency_runs": latency_runs, "warmup_runs": warmup, "throughput_batch_size": batch,
                             "throughput_runs": throughput_runs}
     write_json(metrics_path, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
     print(f"{name}: batch-1 p50 {result['latency_p50_ms']:.2f} ms, p90 {result['latency_p90_ms']:.2f} ms, "

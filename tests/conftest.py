@@ -90,12 +90,12 @@ def params(tmp_path):
     return p
 
 
-def run_cmd(args, cwd, check=True):
+def run_cmd(args, cwd, check=True, env=None):
     """Run a command with this interpreter's environment first on PATH (so DVC
-    stages' `python` is the one running the tests)."""
+    stages' `python` is the one running the tests); `env` adds variables."""
     import os
     import subprocess
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode:
         raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -116,3 +116,25 @@ def project(tmp_path):
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
     return repo
+
+
+STANDIN_SIZE = 96  # px: the default image_size, and one MobileNetV2 has ImageNet weights for
+
+
+@pytest.fixture(scope="session")
+def standin_dir(tmp_path_factory):
+    """Stand-ins for the ImageNet weights files of every pretrained registry entry (tests/standin_weights.py)."""
+    from core.models import REGISTRY
+    from standin_weights import write_standins
+    directory = tmp_path_factory.mktemp("keras-imagenet-standins")
+    write_standins(directory, {n: e.constructor for n, e in REGISTRY.items() if e.pretrained}, STANDIN_SIZE)
+    return directory
+
+
+@pytest.fixture
+def imagenet_standins(standin_dir, monkeypatch):
+    """`weights: imagenet` works in this process, through Keras' own loading code, on the stand-ins."""
+    from keras.src.utils import file_utils
+    from standin_weights import serve_from
+    monkeypatch.setattr(file_utils, "get_file", serve_from(standin_dir))
+    return standin_dir

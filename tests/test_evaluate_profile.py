@@ -49,13 +49,13 @@ def workdir(tmp_path, monkeypatch, params):
     rng = np.random.default_rng(0)
     save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8),
              y=(np.arange(60) % 10).astype(np.uint8))
-    write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES})
+    write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})
     origin = np.array(["imagenet", "cifar10"] * 15)
     save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
              y=(np.arange(30) % 10).astype(np.uint8), origin=origin)
     write_json("data/cinic10/info.json", {"source": "test", "classes": CIFAR10_CLASSES})
     keras.utils.set_random_seed(0)
-    model, _, _ = models.build_model("basecnn", 10, 32, "none", 0, 0.0)
+    model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
     models.compile_model(model, 1e-3)
     model.save("model.keras")
     params.update(model="basecnn", image_size=32)
@@ -70,7 +70,7 @@ def test_evaluate_figures_equal_model_evaluate(workdir):
     model = keras.models.load_model("model.keras")
     for set_name, path in (("test", "data/cifar10/test.npz"), ("cinic10", "data/cinic10/sample.npz")):
         data = load_npz(path)
-        loss, accuracy = model.evaluate(data["x"].astype(np.float32) / 255.0, data["y"], verbose=0)
+        loss, accuracy = model.evaluate(data["x"], data["y"], verbose=0)  # raw images: the model preprocesses
         assert m[set_name]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
         assert m[set_name]["loss"] == pytest.approx(loss, rel=1e-4)
         with open(f"plots/evaluate/confusion_{set_name}.csv") as f:
@@ -98,9 +98,9 @@ def test_evaluate_without_shift_set_says_so(workdir):
 
 def test_reported_latency_agrees_with_an_independent_timer(workdir):
     model = keras.models.load_model("model.keras")
-    reported, _ = profiling.latency(model, 32, runs=50, warmup=5)
+    reported, _ = profiling.latency(model, runs=50, warmup=5)
     fn = tf.function(lambda x: model(x, training=False))
-    x = tf.zeros((1, 32, 32, 3))
+    x = tf.zeros((1, 32, 32, 3), tf.uint8)
     fn(x).numpy()
     own = []
     for _ in range(50):
@@ -114,7 +114,7 @@ def test_reported_latency_agrees_with_an_independent_timer(workdir):
 def test_profile_from_disk_equals_profile_in_memory(workdir):
     model = keras.models.load_model("model.keras")
     keras.utils.set_random_seed(0)
-    in_memory, _, _ = models.build_model("basecnn", 10, 32, "none", 0, 0.0)
+    in_memory, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
     assert profiling.size_report(model, "model.keras") == profiling.size_report(in_memory, "model.keras")
     assert profiling.size_report(model, "model.keras")["weights_mb"] == pytest.approx(
         model.count_params() * 4 / 1e6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import StageError, hardware, models, pipeline
-from core.training import extract_features, fit
+from core.training import fit, predict
 
 
 def tiny(n=40, size=32, seed=0):
@@ -36,30 +36,64 @@ def test_each_entry_has_its_own_preprocessing():
     assert got["basecnn"] == pytest.approx(1.0)
 
 
-def test_pipeline_never_modifies_the_raw_arrays():
+@pytest.mark.parametrize("name", list(models.REGISTRY))
+def test_preprocessing_layer_computes_the_entrys_preprocess_input(name):
+    """The layer inside the saved model is the family's own preprocess_input, to float rounding."""
+    e = models.REGISTRY[name]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    expected = np.asarray(e.preprocess(x.copy()))
+    layer = models.preprocessing_layer(e.preprocess)
+    got = x if layer is None else keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert (layer is None) == (name == "efficientnetb0")  # EfficientNet normalises inside its own graph
+
+
+def test_preprocessing_that_is_not_per_channel_affine_is_refused():
+    bgr = lambda x: x[..., ::-1] - 100.0  # noqa: E731  "caffe" mode's channel swap
+    with pytest.raises(ValueError, match="not a per-channel affine map"):
+        models.preprocessing_layer(bgr)
+    with pytest.raises(ValueError, match="not a per-channel affine map"):
+        models.preprocessing_layer(np.sqrt)
+
+
+def test_pipeline_and_trunk_never_modify_the_raw_arrays():
     x, y = tiny(8)
     before = x.copy()
-    for e in models.REGISTRY.values():
-        list(pipeline.images(x, y, 40, e.preprocess, 4))
+    augment = pipeline.augmenter(True, 0.1, 0.1, seed=0)
+    batches = list(pipeline.images(x, y, 4, shuffle_seed=1, augment=augment))
+    assert all(b.dtype == "uint8" and tuple(b.shape) == (4, 32, 32, 3) for b, _ in batches)  # what the model takes
+    for name in ("mobilenetv2", "densenet121"):
+        models.build_trunk(name, (32, 32, 3), 40, "none").predict(x, verbose=0)
     np.testing.assert_array_equal(x, before)
 
 
 def test_pipelines_run_without_the_tf_data_autotuner():
     # Its teardown stall made fits and predicts end on 10 ms x 2^k ticks (docs/performance.md).
     x, y = tiny(8)
-    for ds in (pipeline.images(x, y, 32, models.REGISTRY["basecnn"].preprocess, 4),
+    for ds in (pipeline.images(x, y, 4, augment=pipeline.augmenter(True, 0.0, 0.0, 0)),
                pipeline.features(np.zeros((8, 5), np.float32), y, 4, shuffle_seed=1)):
         assert ds.options().autotune.enabled is False
         assert [len(b[0]) for b in ds] == [4, 4]
 
 
+def test_trunk_takes_raw_images_and_resizes_only_when_needed():
+    names = lambda m: [layer.name for layer in m.layers]  # noqa: E731
+    assert names(models.build_trunk("resnet50v2", (32, 32, 3), 64, "none")) == [
+        "image", "resize", "preprocess", "backbone", "pool"]
+    assert names(models.build_trunk("efficientnetb0", (32, 32, 3), 32, "none")) == ["image", "backbone", "pool"]
+    trunk = models.build_trunk("basecnn", (48, 40, 3), 96, "none")  # basecnn always runs at 32 px
+    assert trunk.input.dtype == "uint8" and tuple(trunk.input.shape) == (None, 48, 40, 3)
+    assert trunk.get_layer("resize").output.shape[1:3] == (32, 32)
+
+
 def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     keras.utils.set_random_seed(0)
-    model, backbone, head = models.build_model("mobilenetv2", 10, 32, "none", 16, 0.0)
-    assert not any(layer.trainable for layer in backbone.layers if layer.weights) or not backbone.trainable
+    model, head = models.build_model(models.build_trunk("mobilenetv2", (32, 32, 3), 32, "none"), 10, 16, 0.0)
+    backbone = model.get_layer("backbone")
+    assert not backbone.trainable
     assert {w.path for w in model.trainable_weights} == {w.path for w in head.trainable_weights}
 
-    n = models.unfreeze(model, backbone, 0.25, 1e-5)
+    n = models.unfreeze(model, 0.25, 1e-5)
     top = backbone.layers[-round(0.25 * len(backbone.layers)):]
     bn = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top) > 0
@@ -73,7 +107,7 @@ def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     before = {id(v): keras.ops.convert_to_numpy(v).copy() for layer in (conv_top, conv_low, *bn)
               for v in layer.weights}
     x, y = tiny(8)
-    model.fit(pipeline.images(x, y, 32, models.REGISTRY["mobilenetv2"].preprocess, 8), epochs=1, verbose=0)
+    model.fit(pipeline.images(x, y, 8), epochs=1, verbose=0)
     changed = lambda layer: any(not np.array_equal(before[id(v)], keras.ops.convert_to_numpy(v))  # noqa: E731
                                 for v in layer.weights)
     assert changed(conv_top)
@@ -87,21 +121,20 @@ def test_cached_features_give_the_same_head_as_the_in_loop_path():
     ResNet50V2 because its random-init features are not degenerate (MobileNetV2's
     and EfficientNetB0's vanish to ~1e-7 without ImageNet weights)."""
     x, y = tiny(48)
-    entry = models.REGISTRY["resnet50v2"]
     heads = []
     for cached in (True, False):
         keras.utils.set_random_seed(3)
-        model, backbone, head = models.build_model("resnet50v2", 10, 32, "none", 16, 0.2)
+        trunk = models.build_trunk("resnet50v2", (32, 32, 3), 32, "none")
+        model, head = models.build_model(trunk, 10, 16, 0.2)
         initial = [keras.ops.convert_to_numpy(w).copy() for w in head.weights]
         if cached:
-            f = extract_features(backbone, x, 32, entry.preprocess, 16)
+            f = predict(trunk, x, 16)
             assert np.abs(f).mean() > 1e-3
             models.compile_model(head, 1e-2)
             fit(head, pipeline.features(f, y, 8, shuffle_seed=5), pipeline.features(f, y, 8), 2, 5)
         else:
             models.compile_model(model, 1e-2)
-            fit(model, pipeline.images(x, y, 32, entry.preprocess, 8, shuffle_seed=5),
-                pipeline.images(x, y, 32, entry.preprocess, 8), 2, 5)
+            fit(model, pipeline.images(x, y, 8, shuffle_seed=5), pipeline.images(x, y, 8), 2, 5)
         heads.append([keras.ops.convert_to_numpy(w) for w in head.weights])
     for a, b in zip(*heads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

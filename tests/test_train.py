@@ -26,7 +26,7 @@ def workdir(tmp_path, monkeypatch, params):
     for split, n in (("train", 40), ("val", 20)):
         save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                  y=(np.arange(n) % 10).astype(np.uint8))
-    write_json("data/cifar10/info.json", {"classes": [f"c{i}" for i in range(10)]})
+    write_json("data/cifar10/info.json", {"classes": [f"c{i}" for i in range(10)], "image_shape": [32, 32, 3]})
     params.update(weights="none", image_size=32)
     t = params["train"]
     t["batch_size"] = 16
@@ -55,12 +55,70 @@ def test_every_entry_builds_and_trains(workdir, name):
     # The file is weights + architecture, without optimizer state (which would add 2x the trainable weights).
     weight_bytes = sum(w.numpy().nbytes for w in model.weights)
     assert os.path.getsize("models/model.keras") < weight_bytes * 1.05 + 500_000
-    # The saved val accuracy is what the saved model scores on val.
+    # The saved model takes the raw images, and its val accuracy on them is the one reported.
+    assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, 32, 32, 3)
     val = load_npz("data/cifar10/val.npz")
-    x = np.asarray(REGISTRY[name].preprocess(val["x"].astype(np.float32)))
-    assert model.evaluate(x, val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
+    assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     steps = open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()
     assert len(steps) == 1 + (2 if REGISTRY[name].pretrained else 1)  # header + one row per epoch
+
+
+PRETRAINED = [name for name, e in REGISTRY.items() if e.pretrained]
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_saved_model_pools_exactly_the_cached_features(workdir, imagenet_standins, name):
+    """The default route, `weights: imagenet` at 96 px (images resized inside the model), through Keras'
+    own loader on stand-in files: with phase 2 off, the shipped model's pooled output on the val images
+    is the cached feature file, so phase 1's head was trained on the network users get."""
+    workdir.update(model=name, weights="imagenet", image_size=96)
+    workdir["train"]["fine_tune"]["epochs"] = 0
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert "fine_tune_epochs" not in metrics and metrics["frozen_epochs"] == 1
+    model = keras.models.load_model("models/model.keras")
+    assert [layer.name for layer in model.layers][:2] == ["image", "resize"]
+    pooled = keras.Model(model.input, model.get_layer("pool").output).predict(load_npz("data/cifar10/val.npz")["x"],
+                                                                               verbose=0)
+    cached = load_npz("data/features/val.npz")["x"]
+    assert np.isfinite(cached).all() and np.abs(cached).max() > 0
+    assert np.abs(pooled - cached).max() <= 1e-3 * np.abs(cached).max()
+
+
+def test_efficientnet_gets_its_imagenet_architecture_from_a_weights_file(imagenet_standins):
+    """Keras adds an input rescaling to EfficientNet only for weights="imagenet"; a local copy of
+    the ImageNet weights (`weights: <file>`) must get that same network."""
+    from core import models
+    rescalings = lambda m: sum(isinstance(layer, keras.layers.Rescaling) for layer in m.layers)  # noqa: E731
+    downloaded = models.build_backbone("efficientnetb0", 96, "imagenet")
+    local = models.build_backbone("efficientnetb0", 96, str(imagenet_standins / "efficientnetb0_notop.h5"))
+    random = models.build_backbone("efficientnetb0", 96, "none")
+    assert rescalings(downloaded) == rescalings(local) == rescalings(random) + 1
+    for a, b in zip(downloaded.weights, local.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_fine_tune_straight_away_with_a_fresh_head(workdir):
+    workdir["model"] = "mobilenetv2"
+    workdir["train"]["frozen"]["epochs"] = 0
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert "frozen_epochs" not in metrics and metrics["fine_tune_epochs"] == 1 and metrics["unfrozen_layers"] > 0
+    assert len(open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("model, zeros, match", [
+    ("mobilenetv2", ("frozen", "fine_tune"), "`train.frozen.epochs` and `train.fine_tune.epochs` are both 0"),
+    ("basecnn", ("scratch",), "`train.scratch.epochs` is 0, but basecnn trains from scratch"),
+])
+def test_epochs_that_train_nothing_are_refused(workdir, model, zeros, match):
+    workdir["model"] = model
+    for phase in zeros:
+        workdir["train"][phase]["epochs"] = 0
+    with pytest.raises(StageError, match=match):
+        train.main(workdir)
 
 
 def test_search_runs_on_cached_features_and_sets_the_head(workdir):
@@ -116,6 +174,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
 def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path):
     """SIGKILL during fit: no model file appears (it is written whole, at the end); a rerun finishes."""
     workdir["train"]["scratch"]["epochs"] = 50  # long enough to be killed mid-fit
+    features.main(workdir)  # the trunk to train
     Path("params.yaml").write_text(yaml.safe_dump(workdir))
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, stdout=subprocess.PIPE,
