@@ -18,17 +18,17 @@ from core import hardware, models, pipeline
 from core.data import random_subset
 from core.io import load_npz, write_json
 from core.profiling import conditions
-from core.training import extract_features, fit
+from core.training import fit, predict
 
 
 def run_once(args, train, val, cached):
     keras.utils.set_random_seed(args.seed)
-    entry = models.entry(args.model)
-    model, backbone, head = models.build_model(args.model, 10, args.size, "none", args.units, args.dropout)
+    trunk = models.build_trunk(args.model, train["x"].shape[1:], args.size, "none")
+    model, head = models.build_model(trunk, 10, args.units, args.dropout)
     start = time.perf_counter()
     if cached:
-        ftrain = extract_features(backbone, train["x"], args.size, entry.preprocess, args.batch)
-        fval = extract_features(backbone, val["x"], args.size, entry.preprocess, args.batch)
+        ftrain = predict(trunk, train["x"], args.batch)
+        fval = predict(trunk, val["x"], args.batch)
         extract_s = time.perf_counter() - start
         models.compile_model(head, args.lr)
         fit(head, pipeline.features(ftrain, train["y"], args.batch, args.seed),
@@ -36,13 +36,11 @@ def run_once(args, train, val, cached):
     else:
         extract_s = 0.0
         models.compile_model(model, args.lr)
-        fit(model, pipeline.images(train["x"], train["y"], args.size, entry.preprocess, args.batch, args.seed),
-            pipeline.images(val["x"], val["y"], args.size, entry.preprocess, args.batch), args.epochs,
-            patience=args.epochs)
+        fit(model, pipeline.images(train["x"], train["y"], args.batch, args.seed),
+            pipeline.images(val["x"], val["y"], args.batch), args.epochs, patience=args.epochs)
     total_s = time.perf_counter() - start
     models.compile_model(model, args.lr)  # for evaluate only (cached: the head was trained on its own)
-    _, val_accuracy = model.evaluate(pipeline.images(val["x"], val["y"], args.size, entry.preprocess, args.batch),
-                                     verbose=0)
+    _, val_accuracy = model.evaluate(pipeline.images(val["x"], val["y"], args.batch), verbose=0)
     return {"total_s": total_s, "extract_s": extract_s, "val_accuracy": val_accuracy}
 
 

@@ -6,7 +6,7 @@ For each backbone at one image size, side by side in one process:
             shape: forward throughput with no input work at all (measured
             for the pooled backbone and for the full classifier)
   features  what the features stage does: uint8 CIFAR images -> tf.data
-            (cast, in-graph resize, preprocess_input) -> model.predict
+            batches -> the trunk's predict (it resizes and preprocesses inside)
   evaluate  what the evaluate stage does: the same pipeline, full classifier
 
 and the ratio pipeline / limit (goal: at least 0.9). Random initial weights:
@@ -24,14 +24,14 @@ import tensorflow as tf
 
 from core import hardware, models
 from core.io import load_npz, write_json
-from core.profiling import compiled_call, conditions
-from core.training import extractor, predict
+from core.profiling import compiled_call, conditions, fixed_input
+from core.training import predict
 
 
-def limit_ips(model, size, batch, n_images):
+def limit_ips(model, batch, n_images):
     """Images per second of the compiled model on one fixed tensor, `n_images` in batches of `batch`."""
     fn = compiled_call(model)
-    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+    x = tf.constant(fixed_input(model, batch))
     np.asarray(fn(x))  # trace and compile outside the timing
     steps = max(1, n_images // batch)
     start = time.perf_counter()
@@ -40,10 +40,10 @@ def limit_ips(model, size, batch, n_images):
     return steps * batch / (time.perf_counter() - start)
 
 
-def pipeline_ips(model, x, size, preprocess, batch):
-    predict(model, x[:batch], size, preprocess, batch)  # trace outside the timing
+def pipeline_ips(model, x, batch):
+    predict(model, x[:batch], batch)  # trace outside the timing
     start = time.perf_counter()
-    predict(model, x, size, preprocess, batch)
+    predict(model, x, batch)
     return len(x) / (time.perf_counter() - start)
 
 
@@ -60,15 +60,15 @@ def main():
     x = load_npz("data/cifar10/train.npz")["x"][:args.images]  # any images: throughput does not depend on labels
     results = {}
     for name in args.models:
-        entry, size = models.entry(name), models.input_size(name, args.size)
-        model, backbone, _ = models.build_model(name, 10, size, "none", 256, 0.3)
-        pooled = extractor(backbone)
+        size = models.input_size(name, args.size)
+        pooled = models.build_trunk(name, x.shape[1:], size, "none")
+        model, _ = models.build_model(pooled, 10, 256, 0.3)
         runs = {"limit": [], "features": [], "limit_classifier": [], "evaluate": []}
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits all alike
-            runs["limit"].append(limit_ips(pooled, size, args.batch, len(x)))
-            runs["features"].append(pipeline_ips(pooled, x, size, entry.preprocess, args.batch))
-            runs["limit_classifier"].append(limit_ips(model, size, args.batch, len(x)))
-            runs["evaluate"].append(pipeline_ips(model, x, size, entry.preprocess, args.batch))
+            runs["limit"].append(limit_ips(pooled, args.batch, len(x)))
+            runs["features"].append(pipeline_ips(pooled, x, args.batch))
+            runs["limit_classifier"].append(limit_ips(model, args.batch, len(x)))
+            runs["evaluate"].append(pipeline_ips(model, x, args.batch))
         med = {k: statistics.median(v) for k, v in runs.items()}
         results[name] = {"size": size, "runs_ips": runs, "median_ips": med,
                          "features_of_limit": med["features"] / med["limit"],

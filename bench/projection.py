@@ -29,7 +29,6 @@ from core import hardware, models, pipeline
 from core.io import load_npz, write_json
 from core.profiling import conditions
 from bench.input_pipeline import pipeline_ips
-from core.training import extractor
 
 SPLITS = {"train": 45000, "val": 5000, "test": 10000}  # CIFAR-10 at val_fraction 0.1
 
@@ -43,23 +42,22 @@ def seconds(fn):
 def rates(name, x, y, size, params):
     """Measured rates of one backbone at `size` px on images x, labels y."""
     t = params["train"]
-    entry = models.entry(name)
-    model, backbone, head = models.build_model(name, 10, size, "none", t["head"]["units"], t["head"]["dropout"])
+    pooled = models.build_trunk(name, x.shape[1:], size, "none")
+    model, head = models.build_model(pooled, 10, t["head"]["units"], t["head"]["dropout"])
     batch = t["batch_size"]
     out = {}
-    pooled = extractor(backbone)
-    out["features_ips"] = pipeline_ips(pooled, x, size, entry.preprocess, batch)
+    out["features_ips"] = pipeline_ips(pooled, x, batch)
     f = np.random.default_rng(0).normal(size=(SPLITS["train"], pooled.output_shape[-1])).astype(np.float32)
     models.compile_model(head, t["frozen"]["learning_rate"])
     ds = pipeline.features(f, np.resize(y, len(f)), batch, shuffle_seed=0)
     head.fit(ds.take(2), verbose=0)
     out["frozen_epoch_s"] = seconds(lambda: head.fit(ds, verbose=0))
-    models.unfreeze(model, backbone, t["fine_tune"]["unfreeze_fraction"], t["fine_tune"]["learning_rate"])
+    models.unfreeze(model, t["fine_tune"]["unfreeze_fraction"], t["fine_tune"]["learning_rate"])
     augment = pipeline.augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], 0)
-    ds = pipeline.images(x, y, size, entry.preprocess, batch, shuffle_seed=0, augment=augment)
+    ds = pipeline.images(x, y, batch, shuffle_seed=0, augment=augment)
     model.fit(ds.take(2), verbose=0)
     out["fine_tune_ips"] = len(x) / seconds(lambda: model.fit(ds, verbose=0))
-    out["evaluate_ips"] = pipeline_ips(model, x, size, entry.preprocess, batch)
+    out["evaluate_ips"] = pipeline_ips(model, x, batch)
     return out
 
 

@@ -31,9 +31,9 @@ AUGMENT = {
 
 def epoch_seconds(policy, augment, x, y, batch):
     keras.mixed_precision.set_global_policy(policy)
-    model = models.build_model("basecnn", 10, 32, "none", 256, 0.3)[0]
+    model = models.build_model(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, 256, 0.3)[0]
     models.compile_model(model, 1e-3)
-    ds = pipeline.images(x, y, 32, models.entry("basecnn").preprocess, batch, shuffle_seed=42, augment=augment)
+    ds = pipeline.images(x, y, batch, shuffle_seed=42, augment=augment)
     model.fit(ds.take(2), epochs=1, verbose=0)  # trace outside the timing
     start = time.perf_counter()
     model.fit(ds, epochs=1, verbose=0)

@@ -43,10 +43,10 @@ def main():
     ap.add_argument("--out", default="bench/results/tfdata_stall.json")
     args = ap.parse_args()
     hardware.configure(42)
-    model = models.build_model("basecnn", 10, 32, "none", 256, 0.3)[0]
+    model = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 256, 0.3)[0]
     models.compile_model(model, 1e-3)
     rng = np.random.default_rng(0)
-    batch = (tf.constant(rng.uniform(0, 1, (128, 32, 32, 3)).astype(np.float32)),
+    batch = (tf.constant(rng.integers(0, 256, (128, 32, 32, 3)).astype(np.uint8)),
              tf.constant(rng.integers(0, 10, 128).astype(np.uint8)))
     datasets = {}
     for autotune in (True, False):

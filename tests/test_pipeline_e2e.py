@@ -12,8 +12,8 @@ from conftest import run_cmd, sha256
 pytestmark = pytest.mark.e2e
 
 
-def dvc(repo, *args, check=True):
-    return run_cmd([sys.executable, "-m", "dvc", *args], repo, check=check)
+def dvc(repo, *args, check=True, env=None):
+    return run_cmd([sys.executable, "-m", "dvc", *args], repo, check=check, env=env)
 
 
 def test_dvc_repro_data_stages(project, server, tmp_path):
@@ -53,12 +53,13 @@ def test_dvc_repro_fails_cleanly_on_bad_checksum(project, server, tmp_path):
     assert not (project / "data/cifar10").exists()
 
 
-def tiny_pipeline_params(project, tmp_path):
-    """params.yaml of the temporary repo: a tiny class-folder dataset, one epoch, 32 px, no downloads."""
+def tiny_pipeline_params(project, tmp_path, **top):
+    """params.yaml of the temporary repo: a tiny class-folder dataset, one epoch, 32 px, no downloads,
+    a short profile (one TFLite export); `top` overrides top-level keys (model, weights, image_size)."""
     from builders import class_folders
     class_folders(tmp_path / "images", classes=("cat", "dog", "ship"), per_class=(8, 4))
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params.update(weights="none", image_size=32)
+    params.update({"weights": "none", "image_size": 32, **top})
     params["cifar10"].update(format="folders", urls=[str(tmp_path / "images")], checksum=None, size_bytes=None,
                              val_fraction=0.25)
     params["cinic10"]["urls"] = "none"
@@ -66,9 +67,37 @@ def tiny_pipeline_params(project, tmp_path):
     t["batch_size"] = 8
     for phase in ("frozen", "fine_tune", "scratch"):
         t[phase]["epochs"] = 1
+    params["profile"].update(warmup_runs=2, latency_runs=20, batch_size=4, throughput_runs=3, tflite=["fp32"],
+                             tflite_eval_images=10)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_cmd(["git", "add", "-A"], project)
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
+
+
+def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, standin_dir):
+    """`weights: imagenet` (params.yaml's default) through `dvc exp run`, for each pretrained backbone,
+    at 96 px so the 32 px images are resized inside the model. Keras' own download-and-load code runs in
+    the stage processes, on stand-in files (tests/standin_weights.py: the fetch is the only thing replaced)."""
+    from core.models import REGISTRY
+    from standin_weights import subprocess_env
+    tiny_pipeline_params(project, tmp_path, weights="imagenet", image_size=96)
+    env = subprocess_env(standin_dir, tmp_path / "site")
+    for name in (n for n, e in REGISTRY.items() if e.pretrained):
+        exports = "[fp32]" if name == "mobilenetv2" else "[]"  # a TFLite conversion of the big ones takes ~30 s
+        out = dvc(project, "exp", "run", "-n", name, "-S", f"model={name}", "-S", f"profile.tflite={exports}", env=env)
+        assert "could not get ImageNet weights" not in out.stderr
+        train = json.loads((project / "metrics/train.json").read_text())
+        assert (train["model"], train["weights"], train["image_size"]) == (name, "imagenet", 96)
+        assert train["frozen_epochs"] == train["fine_tune_epochs"] == 1
+        evaluate = json.loads((project / "metrics/evaluate.json").read_text())
+        profile = json.loads((project / "metrics/profile.json").read_text())
+        assert 0 <= evaluate["test"]["accuracy"] <= 1 and profile["image_size"] == 96
+        if name == "mobilenetv2":  # the export takes the same raw images and computes the same function
+            assert profile["tflite_fp32_accuracy"] == pytest.approx(profile["keras_accuracy_on_eval_images"])
+        assert "uint8 (32, 32, 3)" in profile["conditions"]["input"]
+    # Without the stand-ins the same run stops at once with the fix, and no traceback.
+    failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False)
+    assert failed.returncode != 0 and "could not get ImageNet weights for densenet121" in failed.stderr
 
 
 def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
