@@ -172,6 +172,7 @@ def features_workdir(tmp_path, params):
     for split in ("train", "val"):
         save_npz(data / f"{split}.npz", x=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
                  y=np.arange(4, dtype=np.uint8))
+    write_json(data / "info.json", {"classes": [f"c{i}" for i in range(4)], "image_shape": [32, 32, 3]})
     write_json(out / "info.json", {"model": "previous"})
     params.update(model="mobilenetv2", image_size=32, weights="none")
     return params, data, out, snapshot(out)
