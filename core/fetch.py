@@ -198,12 +198,11 @@ def _download(url, part, size_bytes, timeout_s):
 
 def fetch_section(params, section):
     """`fetch` with the sources of params[section] and the settings of params["fetch"]."""
-    checksum, size_bytes = params[section].get("checksum"), params[section].get("size_bytes")
+    checksum = params[section].get("checksum")
     parse_checksum(checksum, f"{section}.checksum")  # a malformed pin is named before anything is fetched
-    if size_bytes is not None:
-        P.number(params, f"{section}.size_bytes", 1, integer=True)
+    size_bytes = P.spec_number(params, f"{section}.size_bytes") if "size_bytes" in params[section] else None
+    fetch_params = P.check_section(params, "fetch")
     return fetch(P.sources(params, f"{section}.urls"), checksum, P.get(params, "fetch.dir"),
-                 size_bytes=size_bytes,
-                 retries=P.number(params, "fetch.retries", 1, integer=True),
-                 backoff_s=P.number(params, "fetch.backoff_s", 0),
-                 timeout_s=P.number(params, "fetch.timeout_s", 1), key=f"{section}.urls")
+                 size_bytes=size_bytes, retries=fetch_params["fetch.retries"],
+                 backoff_s=fetch_params["fetch.backoff_s"], timeout_s=fetch_params["fetch.timeout_s"],
+                 key=f"{section}.urls")

@@ -126,17 +126,23 @@ def error_lines(stderr):
                  id="missing-key"),
     pytest.param("download_cifar10", "seed", "forty-two", r"`seed` must be an integer, got 'forty-two'",
                  id="seed-not-integer"),
-    pytest.param("download_cifar10", "fetch.retries", 0, r"`fetch.retries` is 0; must be in \[1, inf\]",
+    pytest.param("download_cifar10", "fetch.retries", 0, r"`fetch.retries` is 0; must be in \[1, 20\]",
                  id="retries-zero"),
+    pytest.param("download_cifar10", "cifar10.train_fraction", float("nan"), r"`cifar10.train_fraction` is NaN",
+                 id="train-fraction-nan"),
+    pytest.param("download_cifar10", "cifar10.val_fraction", float("inf"), r"`cifar10.val_fraction` is inf; it "
+                 r"must be a finite number", id="val-fraction-inf"),
+    pytest.param("download_cifar10", "seed", 2 ** 32, r"`seed` is 4294967296; must be in \[0, 4294967295\]",
+                 id="seed-past-numpy"),
     pytest.param("download_cifar10", "cifar10.checksum", "sha256:c4a38c50a1bc", r"`cifar10.checksum` is "
                  r"'sha256:c4a38c50a1bc'; it must look like sha256:<hex> or md5:<hex>", id="checksum-cut-short"),
     pytest.param("download_cifar10", "cifar10.size_bytes", "170 MB", r"`cifar10.size_bytes` must be an integer",
                  id="size-not-integer"),
     pytest.param("sample_cinic10", "cinic10.origin", "imagnet", r"`cinic10.origin` is 'imagnet'; allowed: imagenet, "
                  r"cifar10, all", id="misspelt-origin"),
-    pytest.param("sample_cinic10", "cinic10.per_class", 0, r"`cinic10.per_class` is 0; must be in \[1, inf\]",
+    pytest.param("sample_cinic10", "cinic10.per_class", 0, r"`cinic10.per_class` is 0; must be in \[1, 9000\]",
                  id="per-class-zero"),
-    pytest.param("sample_cinic10", "cinic10.per_class", -5, r"`cinic10.per_class` is -5; must be in \[1, inf\]",
+    pytest.param("sample_cinic10", "cinic10.per_class", -5, r"`cinic10.per_class` is -5; must be in \[1, 9000\]",
                  id="per-class-negative"),
     pytest.param("sample_cinic10", "cinic10.per-class", 5, r"unknown key `cinic10.per-class`; did you mean "
                  r"`cinic10.per_class`\?", id="misspelt-cinic10-key"),
