@@ -37,9 +37,31 @@ class DiskFullError(StageError):
     pass
 
 
+class OutputError(StageError):
+    pass
+
+
+# Other write failures the user fixes on their side of the file.
+UNWRITABLE = {
+    errno.EACCES: "check that you may write there",
+    errno.EPERM: "check that you may write there",
+    errno.EROFS: "that file system is read-only: keep the outputs on a writable disk (a symlink to one works)",
+}
+
+
 def _disk_full(path, e):
     return DiskFullError(f"{path}: disk full while writing it ({e.strerror or e}); free space on that disk and "
                          "run again (the previous output, if any, is unchanged)")
+
+
+def _write_error(path, e):
+    """The StageError for an OSError while writing the output `path` (named, not our temporary), or None."""
+    if e.errno in DISK_FULL:
+        return _disk_full(path, e)
+    if e.errno in UNWRITABLE:
+        return OutputError(f"{path}: cannot write it ({e.strerror or e}); {UNWRITABLE[e.errno]} (the previous "
+                           "output, if any, is unchanged)")
+    return None
 
 
 def _temp_prefix(path):
@@ -97,9 +119,10 @@ def atomic_path(path):
         yield tmp
         os.replace(tmp, target)
     except OSError as e:
-        if e.errno not in DISK_FULL:
+        error = _write_error(path, e)
+        if error is None:
             raise
-        raise _disk_full(path, e) from e
+        raise error from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -125,12 +148,13 @@ def atomic_dir(path):
                 os.replace(target, old)
             os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
-    except DiskFullError as e:  # raised for a file inside: name the output the user knows
-        raise _disk_full(path, e.__cause__) from e.__cause__
+    except (DiskFullError, OutputError) as e:  # raised for a file inside: name the output the user knows
+        raise _write_error(path, e.__cause__) from e.__cause__
     except OSError as e:
-        if e.errno not in DISK_FULL:
+        error = _write_error(path, e)
+        if error is None:
             raise
-        raise _disk_full(path, e) from e
+        raise error from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
