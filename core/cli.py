@@ -26,6 +26,7 @@ ENVIRONMENT_ERRORS = {
     errno.EROFS: "that file system is read-only: run from a writable copy of the project",
     errno.ENOSPC: "free space on that disk and run again",
     errno.EDQUOT: "free space (disk quota) and run again",
+    errno.ENOENT: "missing: run the stage that writes it (`dvc repro`), or check the path in params.yaml",
     errno.ENOTDIR: "a part of that path is a file where a directory is expected: move it away",
     errno.EISDIR: "that path is a directory where a file is expected: move it away",
     errno.EEXIST: "something already exists there: move it away",
@@ -45,9 +46,9 @@ def environment_error(e):
     """The one-line report for an OSError caused by the environment, or None for anything else."""
     if not isinstance(e, OSError) or e.errno not in ENVIRONMENT_ERRORS:
         return None
-    where = e.filename if e.filename is not None else "a file"
-    also = f" (and {e.filename2})" if getattr(e, "filename2", None) else ""
-    return one_line(f"{where}{also}: {e.strerror or e}; {ENVIRONMENT_ERRORS[e.errno]}; the previous outputs are "
+    where = f"{e.filename}: " if e.filename is not None else ""
+    also = f"(and {e.filename2}) " if getattr(e, "filename2", None) else ""
+    return one_line(f"{where}{also}{e.strerror or e}; {ENVIRONMENT_ERRORS[e.errno]}; the previous outputs are "
                     "unchanged")
 
 

@@ -46,3 +46,13 @@ def test_a_bug_keeps_its_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'no such key'" in result.stderr
+
+
+def test_library_file_errors_name_the_file():
+    from core.cli import report
+    line = report(FileNotFoundError(errno.ENOENT, "No such file or directory", "data/cifar10/info.json"))
+    assert line == ("error: data/cifar10/info.json: No such file or directory; missing: run the stage that writes it "
+                    "(`dvc repro`), or check the path in params.yaml; the previous outputs are unchanged")
+    assert report(IsADirectoryError(errno.EISDIR, "Is a directory", "models/model.keras")).startswith(
+        "error: models/model.keras: Is a directory; that path is a directory where a file is expected")
+    assert report(OSError(errno.EMFILE, "Too many open files")).startswith("error: Too many open files; raise")
