@@ -30,7 +30,7 @@ ENVIRONMENT_ERRORS = {
     errno.ENOTDIR: "a part of that path is a file where a directory is expected: move it away",
     errno.EISDIR: "that path is a directory where a file is expected: move it away",
     errno.EEXIST: "something already exists there: move it away",
-    errno.EMFILE: "too many open files: raise `ulimit -n`",
+    errno.EMFILE: "raise the limit on open files (`ulimit -n`)",
     errno.EIO: "the disk reported an I/O error: check it",
     errno.ELOOP: "that path is a symlink loop: fix the link",
     errno.ENAMETOOLONG: "shorten that path",

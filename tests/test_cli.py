@@ -55,4 +55,5 @@ def test_library_file_errors_name_the_file():
                     "(`dvc repro`), or check the path in params.yaml; the previous outputs are unchanged")
     assert report(IsADirectoryError(errno.EISDIR, "Is a directory", "models/model.keras")).startswith(
         "error: models/model.keras: Is a directory; that path is a directory where a file is expected")
-    assert report(OSError(errno.EMFILE, "Too many open files")).startswith("error: Too many open files; raise")
+    assert report(OSError(errno.EMFILE, "Too many open files")) == (
+        "error: Too many open files; raise the limit on open files (`ulimit -n`); the previous outputs are unchanged")
