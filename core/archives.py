@@ -117,6 +117,8 @@ def iter_files(source, desc="reading"):
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     name = safe_name(member, source)
+                    if not name and member.isdir():  # "./", the archive's own root (`tar -C dir -czf x.tgz .`)
+                        continue
                     if name in seen:
                         raise ArchiveError(f"{source}: member {name!r} appears twice; an archive names each file "
                                            "once: repack it")
