@@ -20,6 +20,7 @@ import yaml
 
 from bench.stages import time_stages
 from core.io import write_json
+from core.params import load as load_params
 
 
 def with_params(params, settings):
@@ -44,7 +45,7 @@ def main():
     args = ap.parse_args()
     stages = yaml.safe_load(open("dvc.yaml"))["stages"]
     original = Path("params.yaml").read_text()
-    params = yaml.safe_load(original)
+    params = load_params("params.yaml")  # as DVC reads it (YAML 1.2)
     settings = [{"image_size": s, "cifar10.train_fraction": 1.0} for s in args.sizes]
     settings += [{"image_size": args.fraction_size, "cifar10.train_fraction": f} for f in args.fractions]
     results = []

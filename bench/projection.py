@@ -23,12 +23,12 @@ import time
 
 import keras
 import numpy as np
-import yaml
 
 from core import hardware, models, pipeline
 from core.io import load_npz, write_json
 from core.profiling import conditions
 from bench.input_pipeline import pipeline_ips
+from core.params import load as load_params
 
 SPLITS = {"train": 45000, "val": 5000, "test": 10000}  # CIFAR-10 at val_fraction 0.1
 
@@ -71,7 +71,7 @@ def project(r, frozen_epochs, fine_tune_epochs):
 
 
 def main():
-    params = yaml.safe_load(open("params.yaml"))
+    params = load_params("params.yaml")  # as DVC reads it (YAML 1.2)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.pretrained])
     ap.add_argument("--size", type=int, default=params["image_size"])

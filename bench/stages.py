@@ -24,6 +24,7 @@ import time
 import yaml
 
 from core.io import write_json
+from core.params import load as load_params
 
 
 def run_stage(cmd):
@@ -63,7 +64,7 @@ def main():
     args = ap.parse_args()
     stages = yaml.safe_load(open("dvc.yaml"))["stages"]
     names = args.stages or list(stages)
-    params = yaml.safe_load(open("params.yaml"))
+    params = load_params("params.yaml")  # as DVC reads it (YAML 1.2)
     runs, median = time_stages(stages, names, args.repeats)
     conditions = {"cpu": platform.processor() or platform.machine(), "usable_cores": len(os.sched_getaffinity(0)),
                   "python": platform.python_version(), "repeats": args.repeats,

@@ -5,13 +5,21 @@ member is checked first: an absolute or `..` name, a link or a device stops
 the read, because a well-formed dataset has none and a crafted one uses them
 to escape its directory. Image bytes are decoded with Pillow, arrays with
 numpy; nothing from an archive is executed or unpickled.
+
+Every read is bounded before it happens: a member's declared size against
+MAX_MEMBER_BYTES, an image's pixel count (from its header) against
+MAX_IMAGE_PIXELS before it is decoded. A directory dataset holds regular
+files and folders only: a symlink, device, FIFO or socket in it is refused,
+as the same member of an archive is.
 """
 import bz2
 import gzip
 import io
 import lzma
 import os
+import stat
 import tarfile
+import warnings
 import zlib
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -35,6 +43,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 # Others (16-bit, float) need a scaling choice that is the user's to make.
 RGB_CONVERTIBLE = {"1", "L", "P", "CMYK", "YCbCr", "LA", "PA", "RGBA"}
 ZIP_MAGIC = b"PK\x03\x04"
+# One file of a dataset (a CIFAR-10 batch is 30.7 MB; an image is far less).
+MAX_MEMBER_BYTES = 64 << 20
+# An image's width x height, checked from its header before decoding: the
+# largest `image_size` (1024 x 1024). Larger images would be shrunk in-graph
+# anyway; stored at full size they cost memory and disk for nothing.
+MAX_IMAGE_PIXELS = 1024 * 1024
+SPLITS = ("train", "test")
 
 
 class ArchiveError(StageError):
@@ -69,28 +84,32 @@ def safe_name(member, archive):
     return "/".join(p for p in parts if p != ".")
 
 
+def is_hidden(parts):
+    """macOS and editor metadata (`.DS_Store`, `._x`, `__MACOSX/`): never part of a dataset, skipped."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
 def iter_files(source, desc="reading"):
     """Yield (relative name, reader) for each regular file of a tar archive or directory.
 
-    `reader()` returns the file's bytes; call it before the next item (a
-    compressed tar is a stream). Directories yield (name + "/", None).
+    `reader()` returns the file's bytes (at most MAX_MEMBER_BYTES); call it
+    before the next item (a compressed tar is a stream). Directories yield
+    (name + "/", None). Hidden entries of a directory are skipped; a member
+    named twice, a link or a special file stops the read.
     """
     source = Path(source)
     if source.is_dir():
-        for root, dirs, files in os.walk(source):
-            dirs.sort()
-            rel_root = Path(root).relative_to(source)
-            if rel_root != Path("."):
-                yield rel_root.as_posix() + "/", None
-            for name in sorted(files):
-                path = Path(root) / name
-                yield (rel_root / name).as_posix(), path.read_bytes
+        yield from _iter_directory(source)
         return
+    if not source.is_file():  # /dev/zero, a FIFO or a socket would be read forever
+        raise ArchiveError(f"{source}: not a regular file (a device, FIFO or socket); point the urls at an archive "
+                           "file or a directory")
     with open(source, "rb") as f:
         if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:  # tarfile would only say "invalid header"
             raise ArchiveError(f"{source}: a zip archive; only tar archives (.tar, .tar.gz, .tgz, .tar.xz, .tar.bz2) "
                                "and directories are read: unpack it and point the urls at the directory, or repack it "
                                "as .tar.gz")
+    seen = set()
     try:
         with open(source, "rb") as raw, tqdm(total=source.stat().st_size, unit="B", unit_scale=True,
                                              desc=desc) as bar:
@@ -98,16 +117,73 @@ def iter_files(source, desc="reading"):
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     name = safe_name(member, source)
+                    if not name and member.isdir():  # "./", the archive's own root (`tar -C dir -czf x.tgz .`)
+                        continue
+                    if name in seen:
+                        raise ArchiveError(f"{source}: member {name!r} appears twice; an archive names each file "
+                                           "once: repack it")
+                    seen.add(name)
                     if member.isdir():
                         yield name + "/", None
                     else:
-                        yield name, lambda m=member: _guarded(source, lambda: tar.extractfile(m).read())
+                        yield name, lambda m=member, n=name: _read_member(source, tar, m, n)
             # tarfile stops at the end-of-archive block; reading on to the end makes
             # gzip / bz2 / xz check their CRC, so a flipped bit cannot pass unnoticed.
             while stream.read(1 << 20):
                 pass
     except READ_ERRORS as e:
         _corrupt(source, e)
+
+
+def _too_big(where, size):
+    return ArchiveError(f"{where}: {size:,} bytes, over the limit of {MAX_MEMBER_BYTES:,} bytes for one file of a "
+                        "dataset (core.archives.MAX_MEMBER_BYTES); remove it from the dataset")
+
+
+def _read_member(source, tar, member, name):
+    """A tar member's bytes, its declared size checked first (a sparse member can
+    declare a gigabyte in a few bytes of archive)."""
+    if member.size > MAX_MEMBER_BYTES:
+        raise _too_big(f"{source}:{name}", member.size)
+    return _guarded(source, lambda: tar.extractfile(member).read())  # at most member.size bytes
+
+
+def _iter_directory(source):
+    for root, dirs, files in os.walk(source):
+        root = Path(root)
+        rel_root = root.relative_to(source)
+        dirs[:] = sorted(d for d in dirs if not is_hidden([d]))
+        files = sorted(f for f in files if not is_hidden([f]))
+        for name in dirs + files:
+            _check_entry(source, root / name)
+        if rel_root != Path("."):
+            yield rel_root.as_posix() + "/", None
+        for name in files:
+            yield (rel_root / name).as_posix(), lambda p=root / name: _read_file(source, p)
+
+
+def _check_entry(source, path):
+    """A directory dataset holds regular files and folders, nothing else."""
+    mode = os.lstat(path).st_mode
+    where = f"{source}:{path.relative_to(source).as_posix()}"
+    if stat.S_ISLNK(mode):
+        raise ArchiveError(f"{where}: a symbolic link; links are not followed in a dataset (they could point "
+                           "outside it or at another class): copy the files in (cp -rL) or point the urls at the "
+                           "folder it links to")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ArchiveError(f"{where}: a device, FIFO or socket, not a file; remove it from the dataset")
+
+
+def _read_file(source, path):
+    where = f"{source}:{path.relative_to(source).as_posix()}"
+    size = path.stat().st_size
+    if size > MAX_MEMBER_BYTES:
+        raise _too_big(where, size)
+    with open(path, "rb") as f:
+        data = f.read(size + 1)  # read(n) allocates n bytes up front: ask for what the file holds
+    if len(data) > size:  # it grew while we read it
+        raise ArchiveError(f"{where}: changed while it was read (still being written?); run again once it is complete")
+    return data
 
 
 def _decompressed(raw):
@@ -173,53 +249,111 @@ def decode_cifar10_records(blob, where, n_classes):
 def decode_image(data, where):
     """Image bytes -> (uint8 HxWx3 RGB array, the mode it was converted from or None).
 
-    Grey, palette, CMYK and opaque-alpha images are converted (one right
-    answer, reported by the caller); transparent pixels and modes deeper than
-    8 bits are refused, since a background or a scaling would be our guess.
+    The pixel count is read from the header and checked against
+    MAX_IMAGE_PIXELS before anything is decoded. Grey, palette, CMYK and
+    opaque-alpha images are converted (one right answer, reported by the
+    caller); transparent pixels and modes deeper than 8 bits are refused,
+    since a background or a scaling would be our guess. Whatever a decoder
+    raises on malformed bytes becomes one ArchiveError naming `where`.
     """
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            mode = im.mode
-            if mode == "RGB":
-                return np.asarray(im, dtype=np.uint8), None
-            if mode not in RGB_CONVERTIBLE:
-                raise ArchiveError(f"{where}: image mode is {mode}, which has no single 8-bit RGB form (e.g. "
-                                   "16-bit or float); save it as 8-bit RGB with the scaling you want")
-            if im.has_transparency_data and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
-                raise ArchiveError(f"{where}: image mode is {mode} with transparent pixels; flatten it onto the "
-                                   "background you want and save it as RGB (e.g. PIL's Image.alpha_composite)")
-            return np.asarray(im.convert("RGB"), dtype=np.uint8), mode
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ArchiveError(f"{where}: not a readable image ({e}); remove it from the dataset") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            with Image.open(io.BytesIO(data)) as im:
+                return _to_rgb(im, where)
+    except ArchiveError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ArchiveError(f"{where}: {e}; over the limit of {MAX_IMAGE_PIXELS:,} pixels: resize it") from e
+    except Exception as e:  # noqa: BLE001 (decoders raise ValueError, struct.error, IndexError... on bad bytes)
+        raise ArchiveError(f"{where}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())}); "
+                           "remove it from the dataset") from e
+
+
+def _to_rgb(im, where):
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ArchiveError(f"{where}: image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                           f"{MAX_IMAGE_PIXELS:,} (core.archives.MAX_IMAGE_PIXELS, the largest image_size squared); "
+                           "resize it")
+    mode = im.mode
+    if mode == "RGB":
+        return _pixels(im, width, height), None
+    if mode not in RGB_CONVERTIBLE:
+        raise ArchiveError(f"{where}: image mode is {mode}, which has no single 8-bit RGB form (e.g. "
+                           "16-bit or float); save it as 8-bit RGB with the scaling you want")
+    if im.has_transparency_data and im.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+        raise ArchiveError(f"{where}: image mode is {mode} with transparent pixels; flatten it onto the "
+                           "background you want and save it as RGB (e.g. PIL's Image.alpha_composite)")
+    return _pixels(im.convert("RGB"), width, height), mode
+
+
+def _pixels(im, width, height):
+    x = np.asarray(im, dtype=np.uint8)
+    if x.shape != (height, width, 3):  # a decoder that disagrees with its own header
+        raise ValueError(f"decoded to shape {x.shape}, header says {width}x{height}")
+    return x
+
+
+class _Layout:
+    """The accepted layouts of a class-folder dataset, decided entry by entry:
+    `train/<class>/<image>` and `test/<class>/<image>` at the top, or the same
+    under exactly one top-level folder. Anything else (a second top-level
+    folder, train/ or test/ deeper in the tree, a file outside a class folder)
+    is refused with its path, never merged or skipped."""
+
+    def __init__(self, source):
+        self.source, self.top = source, None  # top: "" (no top-level folder) or its name
+
+    def relative(self, name, is_dir):
+        """`name`'s parts below the dataset root: [] (the top folder itself), [split], [split, class] or
+        [split, class, file]."""
+        parts = name.rstrip("/").split("/")
+        if self.top is None:  # the first entry decides
+            if parts[0] not in SPLITS and not (is_dir or len(parts) > 1):
+                raise self._outside(name)
+            self.top = "" if parts[0] in SPLITS else parts[0]
+        if self.top and parts[0] != self.top:
+            raise ArchiveError(f"{self.source}: {name}: a second top-level entry beside {self.top}/; expected "
+                               "train/<class>/* and test/<class>/* and nothing else, optionally under one top-level "
+                               "folder: move one of them out")
+        rest = parts[1:] if self.top else parts
+        if rest and rest[0] not in SPLITS:
+            raise self._outside(name)
+        if len(rest) > (2 if is_dir else 3) or (not is_dir and len(rest) != 3):
+            split = rest[0] if rest else "train"
+            raise ArchiveError(f"{self.source}: {name} is not at {split}/<class>/<image>; "
+                               "expected train/<class>/*.png|jpg and test/<class>/*, one folder per class")
+        return rest
+
+    def _outside(self, name):
+        under = f" (under {self.top}/)" if self.top else ""
+        return ArchiveError(f"{self.source}: {name} is outside train/ and test/{under}; expected train/<class>/* and "
+                            "test/<class>/* and nothing else, optionally under one top-level folder: move it out of "
+                            "the dataset")
 
 
 def parse_class_folders(source):
     """A class-folder dataset (train/<class>/*, test/<class>/*), as a directory or tar.
 
     Returns ({"train": (x, y), "test": (x, y)}, class names sorted by name,
-    notes for info.json). Images must be of one size and convertible to RGB
-    (see decode_image); every class in test must exist in train.
+    notes for info.json). The layout is _Layout's; images must be of one size
+    and convertible to RGB (see decode_image); every class in test must exist
+    in train.
     """
-    images = {"train": {}, "test": {}}  # split -> class -> [array]
-    first_shape, converted = None, Counter()
+    images = {split: {} for split in SPLITS}  # split -> class -> [array]
+    first_shape, converted, layout = None, Counter(), _Layout(source)
     files = tqdm(iter_files(source, desc="dataset"), unit=" files", desc="decoding images", leave=False) \
         if Path(source).is_dir() else iter_files(source, desc="dataset")
     for name, read in files:
-        parts = name.rstrip("/").split("/")
-        hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
-        in_split = [i for i, p in enumerate(parts) if p in images]
-        if hidden or not in_split:
+        if is_hidden(name.rstrip("/").split("/")):
             continue
-        i = in_split[-1]
-        split, rest = parts[i], parts[i + 1:]
+        rest = layout.relative(name, read is None)
         if read is None:  # a directory: register empty classes so they are reported
-            if len(rest) == 1:
-                images[split].setdefault(rest[0], [])
+            if len(rest) == 2:
+                images[rest[0]].setdefault(rest[1], [])
             continue
-        if len(rest) != 2:
-            raise ArchiveError(f"{source}: {name} is not at {split}/<class>/<image>; "
-                               "expected train/<class>/*.png|jpg and test/<class>/*")
-        cls, filename = rest
+        split, cls, filename = rest
         where = f"{source}:{name}"
         if Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
             raise ArchiveError(f"{where}: not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))}); "

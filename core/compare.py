@@ -166,10 +166,11 @@ def pareto_front(points):
 
 
 def constraints(params):
-    """compare.* from params.yaml, checked: a limit is a number >= 0 or null (no limit)."""
+    """compare.* from params.yaml, checked: a limit is a number >= 0 or null (no limit); `.inf` means no limit
+    too, NaN is refused."""
     P.known_keys(params, "compare", [*LIMITS, "rank_by"])
-    out = {key: None if P.get(params, f"compare.{key}") is None else P.number(params, f"compare.{key}", 0)
-           for key in LIMITS}
+    out = {key: None if P.get(params, f"compare.{key}") is None else
+           P.number(params, f"compare.{key}", 0, infinite=True) for key in LIMITS}
     out["rank_by"] = P.choice(params, "compare.rank_by", list(RANK_BY))
     return out
 

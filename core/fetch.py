@@ -32,6 +32,10 @@ class ChecksumError(StageError):
     pass
 
 
+class OversizeError(Exception):
+    """A server sends (or announces) more than the pinned `size_bytes`: not retried, the part file is deleted."""
+
+
 def parse_checksum(spec, key="checksum"):
     """"sha256:<hex>" or "md5:<hex>" -> (algorithm, hex digest); None -> None.
 
@@ -107,6 +111,9 @@ def fetch(urls, checksum, download_dir, size_bytes=None, retries=3, backoff_s=2.
             if not path.exists():
                 failures.append(f"{url}: no such file")
                 continue
+            if not path.is_file():  # /dev/zero, a FIFO: read forever
+                failures.append(f"{url}: not a regular file (a device, FIFO or socket)")
+                continue
             try:
                 verify(path, checksum, size_bytes)
             except ChecksumError as e:
@@ -152,6 +159,9 @@ def _download_with_retries(url, part, size_bytes, retries, backoff_s, timeout_s)
             error = f"HTTP {e.code} {e.reason}"
             if e.code in PERMANENT_HTTP:
                 return error
+        except OversizeError as e:  # the same server would send the same bytes again
+            part.unlink(missing_ok=True)
+            return str(e)
         except (urllib.error.URLError, OSError) as e:  # refused, reset, timeout, cut short
             if isinstance(e, OSError) and e.errno in DISK_FULL:  # another try cannot help
                 raise DiskFullError(f"{part}: disk full while downloading ({e.strerror}); free space under `fetch.dir` "
@@ -182,12 +192,20 @@ def _download(url, part, size_bytes, timeout_s):
         if have and response.status != 206:
             have = 0  # the server ignored the Range header: start over
         remaining = response.headers.get("Content-Length")
-        remaining = int(remaining) if remaining is not None else None
+        remaining = int(remaining) if remaining is not None and remaining.isdigit() else None
         total = have + remaining if remaining is not None else size_bytes
+        if size_bytes is not None and total > size_bytes:  # refused before a byte is written
+            raise OversizeError(f"the server announces {total:,} bytes but `size_bytes` pins {size_bytes:,} (wrong "
+                                "file, or a wrong pin)")
         received = 0
         with open(part, "ab" if have else "wb") as f, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")) as bar:
-            while chunk := response.read(CHUNK_BYTES):
+            # Never read past the pinned size, whatever the server announced (or did not).
+            while chunk := response.read(CHUNK_BYTES if size_bytes is None else
+                                         min(CHUNK_BYTES, size_bytes - have - received + 1)):
+                if size_bytes is not None and have + received + len(chunk) > size_bytes:
+                    raise OversizeError(f"the server sent more than the {size_bytes:,} bytes pinned in `size_bytes` "
+                                        "(wrong file, or a wrong pin)")
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
@@ -198,12 +216,11 @@ def _download(url, part, size_bytes, timeout_s):
 
 def fetch_section(params, section):
     """`fetch` with the sources of params[section] and the settings of params["fetch"]."""
-    checksum, size_bytes = params[section].get("checksum"), params[section].get("size_bytes")
+    checksum = params[section].get("checksum")
     parse_checksum(checksum, f"{section}.checksum")  # a malformed pin is named before anything is fetched
-    if size_bytes is not None:
-        P.number(params, f"{section}.size_bytes", 1, integer=True)
+    size_bytes = P.spec_number(params, f"{section}.size_bytes") if "size_bytes" in params[section] else None
+    fetch_params = P.check_section(params, "fetch")
     return fetch(P.sources(params, f"{section}.urls"), checksum, P.get(params, "fetch.dir"),
-                 size_bytes=size_bytes,
-                 retries=P.number(params, "fetch.retries", 1, integer=True),
-                 backoff_s=P.number(params, "fetch.backoff_s", 0),
-                 timeout_s=P.number(params, "fetch.timeout_s", 1), key=f"{section}.urls")
+                 size_bytes=size_bytes, retries=fetch_params["fetch.retries"],
+                 backoff_s=fetch_params["fetch.backoff_s"], timeout_s=fetch_params["fetch.timeout_s"],
+                 key=f"{section}.urls")

@@ -4,14 +4,22 @@ Every stage writes through these helpers: a file (or a whole output
 directory) is built under a temporary name beside its target and renamed
 into place only when complete, so a crash, Ctrl-C or full disk never leaves
 a half-written output for DVC or the next stage to trust.
+
+A target that is a symlink (a user keeps `data/` or `data/cifar10` on another
+disk) stays a symlink: the new output is built beside the link's real target
+and replaces that. Two runs writing one directory at once take turns on the
+final swap (an exclusive lock on its parent directory) and each succeeds; the
+last one's output is what stays.
 """
 import contextlib
 import csv
 import errno
+import fcntl
 import glob
 import io
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import zipfile
@@ -29,9 +37,31 @@ class DiskFullError(StageError):
     pass
 
 
+class OutputError(StageError):
+    pass
+
+
+# Other write failures the user fixes on their side of the file.
+UNWRITABLE = {
+    errno.EACCES: "check that you may write there",
+    errno.EPERM: "check that you may write there",
+    errno.EROFS: "that file system is read-only: keep the outputs on a writable disk (a symlink to one works)",
+}
+
+
 def _disk_full(path, e):
     return DiskFullError(f"{path}: disk full while writing it ({e.strerror or e}); free space on that disk and "
                          "run again (the previous output, if any, is unchanged)")
+
+
+def _write_error(path, e):
+    """The StageError for an OSError while writing the output `path` (named, not our temporary), or None."""
+    if e.errno in DISK_FULL:
+        return _disk_full(path, e)
+    if e.errno in UNWRITABLE:
+        return OutputError(f"{path}: cannot write it ({e.strerror or e}); {UNWRITABLE[e.errno]} (the previous "
+                           "output, if any, is unchanged)")
+    return None
 
 
 def _temp_prefix(path):
@@ -57,51 +87,74 @@ def _remove_stale(path):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
+def real_target(path):
+    """Where `path` really is, every symlink on the way followed (a dangling one too):
+    the new output must be built on that disk and replace that entry, not the link."""
+    return Path(os.path.realpath(path))
+
+
+@contextlib.contextmanager
+def _swap_lock(directory):
+    """An exclusive lock on `directory` (flock on the directory itself: no lock file to leave behind)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` on success."""
+    """Yield a temporary path beside `path` (beside its real target, if a symlink); rename it onto that on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
+    target = real_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
     # Keep the suffix: some writers (Keras) insist on it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target), suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as e:
-        if e.errno not in DISK_FULL:
+        error = _write_error(path, e)
+        if error is None:
             raise
-        raise _disk_full(path, e) from e
+        raise error from e
     finally:
         tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path):
-    """Yield an empty temporary directory that replaces `path` on success.
+    """Yield an empty temporary directory that replaces `path` (its real target, if a symlink) on success.
 
-    The old directory (if any) stays untouched until the new one is complete.
+    The old directory (if any) stays untouched until the new one is complete;
+    the swap itself is two renames under a lock, so concurrent runs take turns.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
-    old = path.with_name(f".{path.name}.old")
+    target = real_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp"))
+    # Unique per run, and named like a temporary so that a killed run's is cleaned up by the next.
+    old = target.with_name(f"{_temp_prefix(target)}{secrets.token_hex(4)}.old.tmp")
     try:
         yield tmp
+        with _swap_lock(target.parent):
+            if os.path.lexists(target):
+                os.replace(target, old)
+            os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except DiskFullError as e:  # raised for a file inside: name the output the user knows
-        raise _disk_full(path, e.__cause__) from e.__cause__
+    except (DiskFullError, OutputError) as e:  # raised for a file inside: name the output the user knows
+        raise _write_error(path, e.__cause__) from e.__cause__
     except OSError as e:
-        if e.errno not in DISK_FULL:
+        error = _write_error(path, e)
+        if error is None:
             raise
-        raise _disk_full(path, e) from e
+        raise error from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,11 +1,18 @@
 """Reading params.yaml and checking values, so a typo stops a stage with an
-error that names the key and the allowed values instead of a traceback."""
+error that names the key and the allowed values instead of a traceback.
+
+params.yaml is read as DVC reads it (its own YAML 1.2 loader, ruamel.yaml's
+safe mode): `dvc exp run -S train.fine_tune.learning_rate=1e-5` writes
+`1e-05`, which YAML 1.1 (PyYAML) would read as a string.
+"""
 import difflib
+import math
 from pathlib import Path
 
-import yaml
-
 from core import StageError
+
+# params.yaml is a page of settings; anything larger is not one (or is /dev/zero).
+MAX_PARAMS_BYTES = 1 << 20
 
 
 class ParamError(StageError):
@@ -13,8 +20,48 @@ class ParamError(StageError):
 
 
 def load(path="params.yaml"):
-    with open(path) as f:
-        return yaml.safe_load(f)
+    """params.yaml as a dict, parsed by DVC's own loader; ParamError naming the
+    file (and line) if it is missing, unreadable, not YAML or not a mapping."""
+    from dvc.utils.serialize import YAMLError, parse_yaml
+
+    path = Path(path)
+    fix = "restore it with `git checkout params.yaml` or fix it by hand"
+    text = read_params_text(path, fix)
+    try:
+        data = parse_yaml(text, str(path))
+    except YAMLError as e:
+        raise ParamError(f"{path}: not valid params YAML ({_yaml_problem(e.__cause__)}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: must be a mapping of settings (key: value), got {type(data).__name__}; {fix}")
+    return data
+
+
+def read_params_text(path, fix):
+    try:
+        if not path.is_file():
+            what = "missing" if not path.exists() else "not a regular file"
+            raise ParamError(f"{path}: {what}; run the stage from the project's root (where dvc.yaml is), or {fix}")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PARAMS_BYTES + 1)
+    except OSError as e:
+        raise ParamError(f"{path}: cannot be read ({e.strerror or e}); {fix}") from None
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise ParamError(f"{path}: over {MAX_PARAMS_BYTES:,} bytes, not a params file; {fix}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamError(f"{path}: not UTF-8 text (byte {e.start}); {fix}") from None
+
+
+def _yaml_problem(e):
+    """ruamel's error in one line: what is wrong and where (its own text spans several)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
+    problem = " ".join(str(problem).split())
+    if "could not determine a constructor for the tag" in problem:
+        problem = problem.replace("could not determine a constructor for the tag", "tag") + \
+            " is not allowed (params are plain values)"
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
 def get(params, key):
@@ -42,22 +89,108 @@ def known_keys(params, key, allowed):
 
 def choice(params, key, allowed):
     value = get(params, key)
-    if value not in allowed:
+    if isinstance(value, (dict, list)) or value not in allowed:
         raise ParamError(f"params.yaml: `{key}` is {value!r}; allowed: {', '.join(map(str, allowed))}")
     return value
 
 
-def number(params, key, low=None, high=None, integer=False):
-    """A number within [low, high] (either bound optional)."""
-    value = get(params, key)
+def check_number(value, key, low=None, high=None, integer=False, infinite=False):
+    """`value` as a number within [low, high]; NaN is refused always, infinity
+    unless `infinite` (a key for which it means "no limit"). An integral float
+    (`1e3`, which `-S seed=1e3` writes as 1000.0) is accepted for an integer key."""
     kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParamError(f"params.yaml: `{key}` must be {kind}, got {value!r}")
+    if math.isnan(value):
+        raise ParamError(f"params.yaml: `{key}` is NaN; it must be {kind}")
+    if math.isinf(value) and not infinite:
+        raise ParamError(f"params.yaml: `{key}` is {value}; it must be a finite number")
+    if integer and isinstance(value, float):
+        if not value.is_integer():
+            raise ParamError(f"params.yaml: `{key}` must be an integer, got {value!r}")
+        value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ParamError(f"params.yaml: `{key}` is {value}; must be in {span}")
     return value
+
+
+def number(params, key, low=None, high=None, integer=False, infinite=False):
+    """The number at `key` within [low, high] (either bound optional); see check_number."""
+    return check_number(get(params, key), key, low, high, integer, infinite)
+
+
+def number_range(params, key, low, high, positive=False):
+    """A [min, max] pair within [low, high], min <= max (a search range for keras-tuner)."""
+    value = get(params, key)
+    if not (isinstance(value, list) and len(value) == 2):
+        raise ParamError(f"params.yaml: `{key}` must be a range [min, max] of two numbers, got {value!r}")
+    lo, hi = (check_number(v, f"{key}[{i}]", low, high) for i, v in enumerate(value))
+    if lo > hi:
+        raise ParamError(f"params.yaml: `{key}` is {value!r}; its min must not exceed its max")
+    if positive and lo <= 0:
+        raise ParamError(f"params.yaml: `{key}` is {value!r}; a log-uniform range needs a min above 0")
+    return [lo, hi]
+
+
+def integer_choices(params, key, low, high):
+    """A non-empty list of distinct integers within [low, high] (keras-tuner's Choice)."""
+    value = get(params, key)
+    if not (isinstance(value, list) and value):
+        raise ParamError(f"params.yaml: `{key}` must be a non-empty list of integers, got {value!r}")
+    picked = [check_number(v, f"{key}[{i}]", low, high, integer=True) for i, v in enumerate(value)]
+    if len(set(picked)) != len(picked):
+        raise ParamError(f"params.yaml: `{key}` is {value!r}; list each value once")
+    return picked
+
+
+# Every numeric param: key -> (low, high, integer). The bounds are the range
+# check and also the limits of the libraries the value reaches (NumPy seeds
+# are below 2**32; a socket timeout or a sleep must fit a C timeval; keras-tuner
+# needs min <= max and a log range above 0). `infinite` keys are none yet:
+# no number here means "no limit" (null does, for size_bytes and compare.*).
+SEED_MAX = 2 ** 32 - 1
+BATCH, EPOCHS, RATE = (1, 65536, True), (0, 10000, True), (1e-8, 1.0, False)
+NUMBERS = {
+    "seed": (0, SEED_MAX, True), "image_size": (32, 1024, True),
+    "fetch.retries": (1, 20, True), "fetch.backoff_s": (0, 600, False), "fetch.timeout_s": (1, 3600, False),
+    "cifar10.val_fraction": (0.01, 0.5, False), "cifar10.train_fraction": (0.01, 1.0, False),
+    "cinic10.per_class": (1, 9000, True),  # CINIC-10's test split has 9,000 images per class
+    **dict.fromkeys(["features.batch_size", "train.batch_size", "evaluate.batch_size"], BATCH),
+    **dict.fromkeys(["train.frozen.epochs", "train.fine_tune.epochs", "train.scratch.epochs"], EPOCHS),
+    **dict.fromkeys(["train.frozen.learning_rate", "train.fine_tune.learning_rate", "train.scratch.learning_rate"],
+                    RATE),
+    "train.patience": (1, 10000, True), "train.head.units": (0, 65536, True), "train.head.dropout": (0.0, 0.9, False),
+    "train.fine_tune.unfreeze_fraction": (0.0, 1.0, False), "train.scratch.weight_decay": (0.0, 1.0, False),
+    "train.augment.rotation": (0.0, 0.5, False), "train.augment.zoom": (0.0, 0.9, False),
+    "tune.trials": (1, 10000, True), "tune.epochs": (1, 10000, True),
+    "profile.warmup_runs": (1, 100000, True), "profile.latency_runs": (20, 1000000, True),
+    "profile.batch_size": (2, 65536, True), "profile.throughput_runs": (3, 100000, True),
+    "profile.tflite_eval_images": (10, 1000000, True),
+}
+# Sizes in bytes may be null (unknown); when given they must be integers >= 1.
+OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))
+
+
+def spec_number(params, key):
+    """The number at `key`, checked against its row of NUMBERS (or OPTIONAL_NUMBERS: None passes)."""
+    if key in OPTIONAL_NUMBERS:
+        value = get(params, key)
+        return None if value is None else check_number(value, key, *OPTIONAL_NUMBERS[key])
+    return number(params, key, *NUMBERS[key])
+
+
+def check_section(params, section):
+    """Check every numeric key of NUMBERS under `section` (a top-level key such
+    as "train", or "seed") and, for "tune", the search space keras-tuner takes.
+    Returns {key: checked value}."""
+    table = {**NUMBERS, **OPTIONAL_NUMBERS}
+    checked = {key: spec_number(params, key) for key in table if key == section or key.startswith(section + ".")}
+    if section == "tune":
+        checked["tune.units"] = integer_choices(params, "tune.units", 0, 65536)
+        checked["tune.dropout"] = number_range(params, "tune.dropout", 0.0, 0.9)
+        checked["tune.learning_rate"] = number_range(params, "tune.learning_rate", 1e-8, 1.0, positive=True)
+    return checked
 
 
 def sources(params, key):

@@ -17,9 +17,9 @@ def main(params, out_dir="data/cifar10"):
     fmt = P.choice(params, "cifar10.format", list(PARSERS))
     if not P.sources(params, "cifar10.urls"):
         raise P.ParamError("params.yaml: `cifar10.urls` is none; give the archive's URL or a local path")
-    val_fraction = P.number(params, "cifar10.val_fraction", 0.01, 0.5)
-    train_fraction = P.number(params, "cifar10.train_fraction", 0.01, 1.0)
-    seed = P.number(params, "seed", integer=True)
+    val_fraction = P.spec_number(params, "cifar10.val_fraction")
+    train_fraction = P.spec_number(params, "cifar10.train_fraction")
+    seed = P.spec_number(params, "seed")
     archive = fetch_section(params, "cifar10")
 
     splits, classes, notes = PARSERS[fmt](archive)

@@ -21,8 +21,8 @@ def main(params, out_dir="data/cinic10"):
         P.known_keys(params, section, keys)
     urls = P.sources(params, "cinic10.urls")
     origin = P.choice(params, "cinic10.origin", list(ORIGINS))
-    per_class = P.number(params, "cinic10.per_class", 1, integer=True)
-    seed = P.number(params, "seed", integer=True)
+    per_class = P.spec_number(params, "cinic10.per_class")
+    seed = P.spec_number(params, "seed")
     if urls:
         archive = fetch_section(params, "cinic10")
         x, y, origins, members = sample_cinic(archive, per_class, ORIGINS[origin], seed)

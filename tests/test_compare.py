@@ -156,11 +156,17 @@ def test_compare_params_are_checked(params):
     for key, value, says in (("rank_by", "cinic", "`compare.rank_by` is 'cinic'; allowed: cinic10_accuracy, "),
                              ("max_size_mb", -1, "`compare.max_size_mb` is -1; must be in [0, inf]"),
                              ("max_latency_ms", "fast", "`compare.max_latency_ms` must be a number"),
+                             ("max_latency_ms", float("nan"), "`compare.max_latency_ms` is NaN"),
                              ("max_latency", 5, "unknown key `compare.max_latency`; did you mean")):
         p = copy.deepcopy(params)
         p["compare"][key] = value
         with pytest.raises(ParamError, match="params.yaml: " + says.replace("[", r"\[").replace("]", r"\]")):
             C.constraints(p)
+
+
+def test_infinite_limit_means_no_limit(params):
+    params["compare"]["max_size_mb"] = float("inf")
+    assert C.constraints(params)["max_size_mb"] == float("inf")
 
 
 def test_main_writes_the_reports_and_the_recommendation(params, tmp_path, capsys):

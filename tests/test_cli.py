@@ -1,0 +1,59 @@
+"""core.cli.run: what becomes one `error:` line and what keeps its traceback."""
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT
+
+# A stage run as DVC runs it, with the file system refusing the final rename the
+# way a read-only mount does (the tests run as root, for whom chmod is no barrier).
+READ_ONLY_STAGE = textwrap.dedent("""
+    import errno, os, runpy, sys
+    real = os.replace
+    def refuse(src, dst):
+        raise OSError(errno.{err}, os.strerror(errno.{err}), str(dst))
+    os.replace = refuse
+    sys.argv = ["stages.{stage}"]
+    runpy.run_module("stages.{stage}", run_name="__main__", alter_sys=True)
+""")
+
+
+@pytest.mark.parametrize("err", ["EROFS", "EACCES", "EPERM"])
+def test_unwritable_output_location_is_one_line(tmp_path, params, err):
+    import yaml
+    from builders import cifar10_binary
+    cifar10_binary(tmp_path / "c.tar.gz")
+    params["cifar10"].update(urls=[str(tmp_path / "c.tar.gz")], checksum=None, size_bytes=None)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-c", READ_ONLY_STAGE.format(err=err, stage="download_cifar10")],
+                            cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data/cifar10: cannot write it ({os.strerror(getattr(errno, err))}); "), last
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [last]
+    assert not (tmp_path / "data" / "cifar10").exists()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []  # no temporary left behind
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    script = "from core.cli import run\nrun(lambda params: {}['no such key'])\n"
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'no such key'" in result.stderr
+
+
+def test_library_file_errors_name_the_file():
+    from core.cli import report
+    line = report(FileNotFoundError(errno.ENOENT, "No such file or directory", "data/cifar10/info.json"))
+    assert line == ("error: data/cifar10/info.json: No such file or directory; missing: run the stage that writes it "
+                    "(`dvc repro`), or check the path in params.yaml; the previous outputs are unchanged")
+    assert report(IsADirectoryError(errno.EISDIR, "Is a directory", "models/model.keras")).startswith(
+        "error: models/model.keras: Is a directory; that path is a directory where a file is expected")
+    assert report(OSError(errno.EMFILE, "Too many open files")) == (
+        "error: Too many open files; raise the limit on open files (`ulimit -n`); the previous outputs are unchanged")

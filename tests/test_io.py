@@ -1,0 +1,124 @@
+"""core.io's atomic writers when the output is a symlink (data kept on another
+disk) and when two runs write one output at once; and what "previous outputs
+are kept" means under `dvc repro`."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from builders import cifar10_binary
+from conftest import ROOT, run_cmd
+from core.io import atomic_dir, atomic_path, write_json
+from stages import download_cifar10
+from test_bad_inputs import cifar_params, leftovers, snapshot
+
+
+def write_dir(path, tag):
+    with atomic_dir(path) as tmp:
+        (tmp / "a.txt").write_text(tag)
+        (tmp / "b.txt").write_text(tag)
+
+
+@settings(max_examples=10, deadline=None)
+@given(link_at=st.sampled_from(["output", "parent", "both", "dangling-output"]), runs=st.integers(1, 3))
+def test_symlinked_output_stays_a_symlink(tmp_path_factory, link_at, runs):
+    """data/cifar10 or data/ (or both) linked to another disk: every run writes there and the links stay."""
+    tmp_path = tmp_path_factory.mktemp("io")
+    disk = tmp_path / "other-disk"
+    (disk / "data").mkdir(parents=True)
+    (disk / "store").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    if link_at in ("parent", "both"):
+        (work / "data").symlink_to(disk / "data", target_is_directory=True)
+    else:
+        (work / "data").mkdir()
+    real = disk / "data" / "cifar10" if link_at == "parent" else disk / "store" / "cifar10"
+    if link_at != "parent":
+        if link_at != "dangling-output":
+            real.mkdir()
+        (work / "data" / "cifar10").symlink_to(real, target_is_directory=True)
+    for i in range(runs):
+        write_dir(work / "data" / "cifar10", f"run {i}")
+        assert (work / "data" / "cifar10" / "a.txt").read_text() == f"run {i}"
+    assert (real / "b.txt").read_text() == f"run {runs - 1}"  # written on the other disk
+    if link_at != "parent":
+        assert (work / "data" / "cifar10").is_symlink()
+    for directory in (disk / "data", disk / "store", work / "data"):
+        assert leftovers(directory) == []
+
+
+def test_symlinked_output_file_stays_a_symlink(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "train.json").symlink_to(tmp_path / "elsewhere" / "train.json")
+    for i in range(2):
+        write_json(tmp_path / "metrics" / "train.json", {"run": i})
+    assert (tmp_path / "metrics" / "train.json").is_symlink()
+    assert (tmp_path / "elsewhere" / "train.json").read_text() == '{\n  "run": 1\n}\n'
+    assert leftovers(tmp_path / "metrics") == [] and leftovers(tmp_path / "elsewhere") == []
+
+
+def test_stage_output_on_another_disk_survives_every_run(params, tmp_path):
+    cifar10_binary(tmp_path / "c.tar.gz")
+    (tmp_path / "disk" / "cifar10").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "data" / "cifar10"
+    out.symlink_to(tmp_path / "disk" / "cifar10", target_is_directory=True)
+    cifar_params(params, tmp_path / "c.tar.gz", val_fraction=0.2)
+    for seed in (1, 2, 3):
+        download_cifar10.main({**params, "seed": seed}, out_dir=out)
+        assert out.is_symlink() and sorted(p.name for p in out.iterdir()) == ["info.json", "test.npz", "train.npz",
+                                                                                "val.npz"]
+    assert leftovers(tmp_path / "data") == [] and leftovers(tmp_path / "disk") == []
+
+
+CONCURRENT_WRITER = textwrap.dedent("""
+    import sys
+    from core.io import atomic_dir
+    for i in range(int(sys.argv[2])):
+        with atomic_dir(sys.argv[1]) as tmp:
+            for name in "abcde":
+                (tmp / name).write_text(f"{sys.argv[3]} {i}")
+""")
+
+
+def test_concurrent_runs_of_one_output_take_turns(tmp_path):
+    out = tmp_path / "data" / "cifar10"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(out), "25", f"writer{w}"],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True) for w in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    contents = {p.read_text() for p in out.iterdir()}
+    assert len(contents) == 1 and sorted(p.name for p in out.iterdir()) == list("abcde")  # one complete output
+    assert leftovers(out.parent) == []
+
+
+@pytest.mark.e2e
+def test_dvc_repro_removes_outputs_first_and_dvc_checkout_restores_them(project, tmp_path):
+    """README: under `dvc repro`, DVC deletes a stage's outputs before running it, so a failed run leaves none;
+    the previous ones are in DVC's cache and `dvc checkout` brings them back."""
+    cifar10_binary(tmp_path / "c.tar.gz")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    cifar_params(params, tmp_path / "c.tar.gz", val_fraction=0.2)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    run_cmd([*dvc, "repro", "download_cifar10"], project)
+    before = snapshot(project / "data" / "cifar10")
+    run_cmd(["git", "add", "-A"], project)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], project)
+
+    (tmp_path / "c.tar.gz").write_bytes(b"not an archive")  # the next run fails
+    params["seed"] = 7
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = run_cmd([*dvc, "repro", "download_cifar10"], project, check=False)
+    assert failed.returncode != 0 and "error: " in failed.stderr
+    assert not (project / "data" / "cifar10").exists()  # DVC removed it before running the stage
+
+    run_cmd(["git", "checkout", "params.yaml"], project)
+    run_cmd([*dvc, "checkout", "download_cifar10"], project)
+    assert snapshot(project / "data" / "cifar10") == before

@@ -1,0 +1,243 @@
+"""params.yaml read as DVC reads and writes it, and every numeric check.
+
+`dvc exp run -S key=value` writes params.yaml through DVC's own override code
+(dvc.utils.hydra.apply_overrides); these tests apply overrides with that same
+function, then read the file with core.params.load, for every numeric param.
+One e2e test runs the real `dvc exp run -S`.
+"""
+import math
+import re
+import shutil
+import sys
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, run_cmd
+from core import params as P
+from test_bad_inputs import run_stage
+from core.cli import report
+from core.params import NUMBERS, OPTIONAL_NUMBERS, ParamError
+
+FAST = settings(max_examples=15, deadline=None)
+
+
+def leaves(tree, prefix=""):
+    """(dotted key, value) of every scalar in a params tree (lists as one leaf)."""
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def numeric(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+DEFAULTS = P.load(ROOT / "params.yaml")
+NUMERIC_DEFAULTS = {k: v for k, v in leaves(DEFAULTS) if numeric(v)}
+
+
+def apply_overrides(tmp_path, overrides):
+    """What `dvc exp run -S` does to params.yaml, on a copy; returns the copy read back by core.params.load."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply
+    path = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", path)
+    dvc_apply(str(path), overrides)
+    return P.load(path)
+
+
+def test_every_numeric_param_has_a_range():
+    # compare.* are bench.compare's (null: no limit), the sizes are OPTIONAL_NUMBERS
+    assert set(NUMERIC_DEFAULTS) - set(NUMBERS) - set(OPTIONAL_NUMBERS) == set()
+    for key in NUMBERS:
+        P.spec_number(DEFAULTS, key)  # every default passes its own check
+
+
+def test_defaults_round_trip_through_dvc_set(tmp_path):
+    """Every numeric default set through `-S` (as repr, as scientific notation) reads back as the same number."""
+    for text in (repr, "{:.17e}".format):
+        overrides = [f"{k}={text(v)}" for k, v in NUMERIC_DEFAULTS.items()]
+        back = apply_overrides(tmp_path, overrides)
+        for key, value in NUMERIC_DEFAULTS.items():
+            assert P.spec_number(back, key) == value, (key, text(value), P.get(back, key))
+
+
+def test_small_learning_rate_written_by_dvc_is_a_float(tmp_path):
+    for text in ("0.00001", "1e-5", "1e-05", "1.0E-5"):
+        back = apply_overrides(tmp_path, [f"train.fine_tune.learning_rate={text}"])
+        assert (tmp_path / "params.yaml").read_text().count("learning_rate: 1e-05") == 1
+        assert P.spec_number(back, "train.fine_tune.learning_rate") == 1e-5
+        # The bug this fixes: PyYAML (YAML 1.1) reads the same line as the string '1e-05'.
+        assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["fine_tune"]["learning_rate"] == "1e-05"
+
+
+def in_range(key):
+    low, high, integer = NUMBERS[key]
+    if integer:
+        return st.integers(low, high)
+    return st.floats(low, high, allow_nan=False, allow_infinity=False)
+
+
+@FAST
+@given(st.fixed_dictionaries({key: in_range(key) for key in NUMBERS}),
+       st.sampled_from([repr, "{:.17e}".format, "{:.17g}".format]))
+def test_any_value_in_range_round_trips_through_dvc_set(tmp_path_factory, values, text):
+    tmp_path = tmp_path_factory.mktemp("p")
+    back = apply_overrides(tmp_path, [f"{k}={text(v)}" for k, v in values.items()])
+    for key, value in values.items():
+        got = P.spec_number(back, key)
+        assert got == value and (isinstance(got, int) or not NUMBERS[key][2]), (key, text(value), got)
+
+
+@FAST
+@given(st.sampled_from(sorted(NUMBERS)), st.sampled_from([".nan", ".inf", "-.inf", ".NaN", ".Inf"]))
+def test_nan_and_infinity_are_refused_for_every_numeric_key(tmp_path_factory, key, text):
+    path = tmp_path_factory.mktemp("p") / "params.yaml"
+    parent, _, last = key.rpartition(".")
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    target = data
+    for part in filter(None, parent.split(".")):
+        target = target[part]
+    target[last] = "PLACEHOLDER"
+    path.write_text(yaml.safe_dump(data).replace("PLACEHOLDER", text))
+    with pytest.raises(ParamError, match=re.escape(f"`{key}` is ") + r"(NaN|-?inf)"):
+        P.spec_number(P.load(path), key)
+
+
+@FAST
+@given(st.sampled_from(sorted(NUMBERS)),
+       st.one_of(st.text(max_size=5), st.booleans(), st.none(), st.lists(st.integers(), max_size=2),
+                 st.floats(allow_nan=True, allow_infinity=True), st.integers(-2 ** 70, 2 ** 70)))
+def test_any_value_either_passes_its_range_or_names_the_key(key, value):
+    """Whatever a params value is, the check returns a finite number in range or one line naming the key."""
+    low, high, integer = NUMBERS[key]
+    try:
+        got = P.check_number(value, key, low, high, integer)
+    except ParamError as e:
+        assert f"`{key}`" in str(e) and "\n" not in str(e)
+        return
+    assert math.isfinite(got) and low <= got <= high and (not integer or isinstance(got, int))
+
+
+def test_integral_float_for_integer_key_becomes_int():
+    assert P.check_number(1e3, "seed", 0, 10 ** 6, integer=True) == 1000
+    with pytest.raises(ParamError, match=r"`seed` must be an integer, got 1.5"):
+        P.check_number(1.5, "seed", 0, 10, integer=True)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    pytest.param("seed", -1, r"`seed` is -1; must be in \[0, 4294967295\]", id="negative-seed"),
+    pytest.param("seed", 2 ** 32, r"`seed` is 4294967296; must be in", id="seed-past-numpy"),
+    pytest.param("fetch.timeout_s", 1e12, r"`fetch.timeout_s` is 1000000000000.0; must be in \[1, 3600\]",
+                 id="timeout-past-timeval"),
+    pytest.param("fetch.backoff_s", 1e300, r"`fetch.backoff_s` is 1e\+300; must be in \[0, 600\]",
+                 id="backoff-past-sleep"),
+    pytest.param("fetch.retries", 10 ** 6, r"`fetch.retries` is 1000000; must be in \[1, 20\]", id="retries-huge"),
+])
+def test_numbers_past_a_library_limit_are_refused(key, value, match):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    parent, _, last = key.rpartition(".")
+    (params[parent] if parent else params)[last] = value
+    with pytest.raises(ParamError, match=match):
+        P.spec_number(params, key)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    pytest.param("tune.dropout", [0.5, 0.0], r"`tune.dropout` is \[0.5, 0.0\]; its min must not exceed its max",
+                 id="dropout-reversed"),
+    pytest.param("tune.dropout", [0.1], r"`tune.dropout` must be a range \[min, max\]", id="dropout-one-value"),
+    pytest.param("tune.learning_rate", [0.0, 0.01], r"`tune.learning_rate\[0\]` is 0.0; must be in",
+                 id="log-range-from-zero"),
+    pytest.param("tune.learning_rate", [0.1, 0.01], r"its min must not exceed its max", id="log-range-reversed"),
+    pytest.param("tune.units", [], r"`tune.units` must be a non-empty list of integers", id="units-empty"),
+    pytest.param("tune.units", [64, 128.5], r"`tune.units\[1\]` must be an integer", id="units-mixed-types"),
+    pytest.param("tune.units", [64, True], r"`tune.units\[1\]` must be an integer", id="units-bool"),
+    pytest.param("tune.units", [64, 64], r"list each value once", id="units-repeated"),
+    pytest.param("tune.trials", float("nan"), r"`tune.trials` is NaN", id="trials-nan"),
+])
+def test_tuning_ranges_keras_tuner_rejects_are_refused(key, value, match):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tune"][key.split(".")[1]] = value
+    with pytest.raises(ParamError, match=match):
+        P.check_section(params, "tune")
+
+
+def test_default_tuning_space_passes():
+    checked = P.check_section(DEFAULTS, "tune")
+    assert checked["tune.units"] == [0, 128, 256, 512] and checked["tune.learning_rate"] == [0.0001, 0.01]
+
+
+# params.yaml itself: missing, not YAML, a Python tag, not a mapping
+
+BAD_FILES = {
+    "missing": (None, r"params.yaml: missing; run the stage from the project's root"),
+    "not-yaml": ("seed: [1\n", r"params.yaml: not valid params YAML \(line 2: expected ',' or '\]'"),
+    "python-tag": ("seed: !!python/object/apply:os.system ['touch pwned']\n",
+                   r"params.yaml: not valid params YAML \(line 1: tag 'tag:yaml.org,2002:python/object/apply:os.system'"
+                   r" is not allowed \(params are plain values\)\)"),
+    "duplicate-key": ("seed: 1\nseed: 2\n", r"params.yaml: not valid params YAML \(line 2: found duplicate key \"seed\""),
+    "a-list": ("- 1\n- 2\n", r"params.yaml: must be a mapping of settings \(key: value\), got list"),
+    "binary": (b"\xff\xfe\x00garbage", r"params.yaml: not UTF-8 text"),
+    "directory": ("DIR", r"params.yaml: not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_params_file_is_named(tmp_path, case):
+    content, match = BAD_FILES[case]
+    path = tmp_path / "params.yaml"
+    if content == "DIR":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ParamError, match=match) as e:
+        P.load(path)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "python-tag", "not-yaml"])
+def test_cli_bad_params_file_is_one_line(tmp_path, case):
+    content, match = BAD_FILES[case]
+    if content is not None:
+        (tmp_path / "params.yaml").write_text(content)
+    result = run_stage(["-m", "stages.download_cifar10"], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert re.match("error: " + match, result.stderr)
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "data").exists()
+
+
+def test_cli_reports_environment_errors_and_keeps_bugs():
+    import errno
+    line = report(PermissionError(errno.EACCES, "Permission denied", "data/cifar10"))
+    assert line.startswith("error: data/cifar10: Permission denied; check that you may write")
+    assert report(OSError(errno.EROFS, "Read-only file system", "metrics/x.json")).startswith(
+        "error: metrics/x.json: Read-only file system; that file system is read-only")
+    assert report(KeyError("x")) is None and report(TypeError("bug")) is None  # bugs keep their traceback
+    assert report(OSError(errno.ECONNRESET, "reset")) is None
+
+
+@pytest.mark.e2e
+def test_dvc_exp_run_set_small_float_reaches_the_stage(project):
+    """The real `dvc exp run -S` writes 1e-05; a stage reading params with core.params gets the float."""
+    (project / "show_lr.py").write_text(
+        "from core import params as P\n"
+        "print('LR', repr(P.spec_number(P.load(), 'train.fine_tune.learning_rate')))\n")
+    (project / "dvc.yaml").write_text(
+        "stages:\n  show:\n    cmd: python show_lr.py > lr.txt\n    deps: [show_lr.py, core/params.py]\n"
+        "    params: [train.fine_tune.learning_rate]\n    outs: [lr.txt]\n")
+    (project / ".gitignore").write_text("/lr.txt\n")
+    run_cmd(["git", "add", "-A"], project)
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], project)
+    for text in ("0.00001", "1e-5"):
+        run_cmd([sys.executable, "-m", "dvc", "exp", "run", "-S", f"train.fine_tune.learning_rate={text}"], project)
+        assert (project / "lr.txt").read_text().strip() == "LR 1e-05"
+        assert "learning_rate: 1e-05" in (project / "params.yaml").read_text()
