@@ -6,14 +6,13 @@ set, CINIC accuracy per origin, the drop between the sets) and plots/evaluate/:
 confusion matrices as `actual,predicted` rows, per-class precision / recall /
 F1, and a grid of misclassified CINIC-10 images.
 """
-import json
 
-import keras
 import numpy as np
 
 from core import hardware
 from core import params as P
-from core.io import atomic_dir, csv_text, load_npz, write_json, write_text
+from core.contracts import load_images, load_model, read_dataset_info, read_json
+from core.io import atomic_dir, csv_text, write_json, write_text
 from core.metrics import classification_report
 from core.training import predict
 
@@ -43,13 +42,14 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
          metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate"):
     name = params["model"]
-    batch_size = P.number(params, "evaluate.batch_size", 1, integer=True)
-    classes = json.loads(open(f"{data_dir}/info.json").read())["classes"]
-    hardware.configure(P.number(params, "seed", integer=True))  # threads sized to this machine's usable cores
-    model = keras.models.load_model(model_path)
-    sets = {"test": load_npz(f"{data_dir}/test.npz")}
-    cinic = load_npz(f"{cinic_dir}/sample.npz")
-    cinic_info = json.loads(open(f"{cinic_dir}/info.json").read())
+    batch_size = P.check_section(params, "evaluate")["evaluate.batch_size"]
+    classes = read_dataset_info(data_dir)["classes"]
+    hardware.configure(P.spec_number(params, "seed"))  # threads sized to this machine's usable cores
+    model = load_model(model_path)
+    sets = {"test": load_images(f"{data_dir}/test.npz", len(classes))}
+    cinic_info = read_json(f"{cinic_dir}/info.json", "sample_cinic10", keys=("classes",))
+    cinic = load_images(f"{cinic_dir}/sample.npz", len(cinic_info["classes"]), stage="sample_cinic10",
+                        keys=("x", "y", "origin"))
     if len(cinic["y"]):
         if cinic_info["classes"] != classes:
             raise P.ParamError(f"{cinic_dir} has CIFAR-10's classes but the dataset's are {classes}; "

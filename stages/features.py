@@ -10,17 +10,19 @@ import time
 
 from core import hardware, models
 from core import params as P
-from core.io import atomic_dir, load_npz, save_npz, write_json
+from core.contracts import load_images, read_dataset_info
+from core.io import atomic_dir, save_npz, write_json
 from core.training import predict
 
 
 def main(params, data_dir="data/cifar10", out_dir="data/features"):
     name = params["model"]
     entry = models.entry(name)
-    size = models.input_size(name, P.number(params, "image_size", 32, 1024, integer=True))
-    batch_size = P.number(params, "features.batch_size", 1, integer=True)
-    hardware.configure(P.number(params, "seed", integer=True))
-    image_shape = json.loads(open(f"{data_dir}/info.json").read())["image_shape"]
+    size = models.input_size(name, P.spec_number(params, "image_size"))
+    batch_size = P.check_section(params, "features")["features.batch_size"]
+    hardware.configure(P.spec_number(params, "seed"))
+    dataset = read_dataset_info(data_dir)
+    image_shape = dataset["image_shape"]
     info = {"model": name, "image_size": size, "weights": str(params["weights"]), "image_shape": image_shape,
             "frozen_phase": entry.pretrained}
     with atomic_dir(out_dir) as tmp:
@@ -29,7 +31,7 @@ def main(params, data_dir="data/cifar10", out_dir="data/features"):
         if entry.pretrained:
             start = time.perf_counter()
             for split in ("train", "val"):
-                data = load_npz(f"{data_dir}/{split}.npz")
+                data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]), image_shape=image_shape)
                 f = predict(trunk, data["x"], batch_size)
                 save_npz(tmp / f"{split}.npz", x=f, y=data["y"])
                 info[f"{split}_shape"] = list(f.shape)

@@ -10,14 +10,14 @@ from core.profiling import rss_mb
 
 RSS_AFTER_IMPORT_MB = rss_mb()  # baseline: the TensorFlow runtime alone, before any model is loaded
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core import hardware  # noqa: E402
 from core import params as P  # noqa: E402
 from core import profiling as prof  # noqa: E402
 from core.data import random_subset  # noqa: E402
-from core.io import atomic_dir, load_npz, write_json  # noqa: E402
+from core.contracts import load_images, load_model, read_dataset_info  # noqa: E402
+from core.io import atomic_dir, write_json  # noqa: E402
 from core.training import predict  # noqa: E402
 
 TFLITE_KINDS = ("fp32", "fp16", "int8")
@@ -27,18 +27,18 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
          export_dir="models/tflite"):
     name = params["model"]
     p = params["profile"]
-    warmup = P.number(params, "profile.warmup_runs", 1, integer=True)
-    latency_runs = P.number(params, "profile.latency_runs", 20, integer=True)
-    batch = P.number(params, "profile.batch_size", 2, integer=True)
-    throughput_runs = P.number(params, "profile.throughput_runs", 3, integer=True)
-    n_eval = P.number(params, "profile.tflite_eval_images", 10, integer=True)
+    checked = P.check_section(params, "profile")
+    warmup, latency_runs = checked["profile.warmup_runs"], checked["profile.latency_runs"]
+    batch, throughput_runs = checked["profile.batch_size"], checked["profile.throughput_runs"]
+    n_eval = checked["profile.tflite_eval_images"]
     kinds = p["tflite"] or []
     for kind in kinds:
         if kind not in TFLITE_KINDS:
             raise P.ParamError(f"params.yaml: `profile.tflite` has {kind!r}; allowed: {', '.join(TFLITE_KINDS)}")
-    hardware.configure(P.number(params, "seed", integer=True))
+    seed = P.spec_number(params, "seed")
+    hardware.configure(seed)
 
-    model = keras.models.load_model(model_path)
+    model = load_model(model_path)
     rss_load = rss_mb()
     # Every figure is of the model as users run it: raw uint8 images in, resizing and preprocessing included.
     input_shape = tuple(model.input_shape[1:])
@@ -55,8 +55,8 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
     result["peak_rss_mb"] = prof.peak_rss_mb()  # after the Keras runs, before TFLite conversion
 
     # TFLite variants, scored on a fixed seeded subset of the test split against the Keras model.
-    test = load_npz(f"{data_dir}/test.npz")
-    subset = random_subset(test, n_eval, P.number(params, "seed", integer=True))
+    test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
+    subset = random_subset(test, n_eval, seed)
     x_eval, y_eval = subset["x"], subset["y"]
     result["tflite_eval_images"] = len(y_eval)
     result["keras_accuracy_on_eval_images"] = float(np.mean(predict(model, x_eval, 64).argmax(1) == y_eval))

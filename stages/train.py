@@ -9,32 +9,22 @@ whole network, one phase. Both log to one DVCLive run on one step axis
 (plots/train). Writes models/model.keras, which takes raw uint8 images, and
 metrics/train.json; model, metrics and curves are replaced together, at the end.
 """
-import json
-
 import keras
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from core import StageError, hardware, models, pipeline
 from core import params as P
-from core.io import atomic_dir, atomic_path, load_npz, write_json
+from core.callbacks import StopOnNaN
+from core.contracts import load_features, load_images, load_model, read_dataset_info, read_json
+from core.io import atomic_dir, atomic_path, write_json
 from core.training import fit, tune_head
 
 
 def check(params, entry):
-    """Validate every training param up front, before any work."""
-    for key in ("train.batch_size", "train.patience", "tune.trials", "tune.epochs"):
-        P.number(params, key, 1, integer=True)
-    for key in ("train.frozen.epochs", "train.fine_tune.epochs", "train.scratch.epochs"):
-        P.number(params, key, 0, integer=True)
-    for key in ("train.frozen.learning_rate", "train.fine_tune.learning_rate", "train.scratch.learning_rate"):
-        P.number(params, key, 1e-8, 1.0)
-    P.number(params, "train.head.units", 0, integer=True)
-    P.number(params, "train.head.dropout", 0.0, 0.9)
-    P.number(params, "train.fine_tune.unfreeze_fraction", 0.0, 1.0)
-    P.number(params, "train.scratch.weight_decay", 0.0, 1.0)
-    P.number(params, "train.augment.rotation", 0.0, 0.5)
-    P.number(params, "train.augment.zoom", 0.0, 0.9)
+    """Validate every training param up front, before any work (ranges: core/params.py NUMBERS)."""
+    P.check_section(params, "train")
+    P.check_section(params, "tune")
     t = params["train"]
     if entry.pretrained and not (t["frozen"]["epochs"] or t["fine_tune"]["epochs"]):
         raise P.ParamError("params.yaml: `train.frozen.epochs` and `train.fine_tune.epochs` are both 0: nothing "
@@ -47,14 +37,11 @@ def check(params, entry):
 
 def load_trunk(params, name, size, features_dir):
     """The trunk the features stage built, checked to be the one these params ask for."""
-    try:
-        info = json.loads(open(f"{features_dir}/info.json").read())
-    except FileNotFoundError as e:
-        raise StageError(f"{features_dir}/info.json: missing; run the features stage first (dvc repro)") from e
+    info = read_json(f"{features_dir}/info.json", "features", keys=("model", "image_size", "weights"))
     if (info["model"], info["image_size"], info["weights"]) != (name, size, str(params["weights"])):
         raise StageError(f"{features_dir} holds features of {info['model']} at {info['image_size']} px; "
                          "run the features stage first (dvc repro)")
-    return keras.models.load_model(f"{features_dir}/trunk.keras")
+    return load_model(f"{features_dir}/trunk.keras", stage="features")
 
 
 def two_phase(model, head, head_lr, t, data, features, images, log, metrics, seed):
@@ -66,14 +53,15 @@ def two_phase(model, head, head_lr, t, data, features, images, log, metrics, see
         h, metrics["frozen_time_s"], best = fit(
             head, pipeline.features(features["train"]["x"], features["train"]["y"], t["batch_size"], seed),
             pipeline.features(features["val"]["x"], features["val"]["y"], t["batch_size"]),
-            t["frozen"]["epochs"], t["patience"], [log])
+            t["frozen"]["epochs"], t["patience"], [log, StopOnNaN("train.frozen.learning_rate", "frozen")])
         phases["frozen"], done = (h, best), len(h["loss"])
     if t["fine_tune"]["epochs"]:
         metrics["unfrozen_layers"] = models.unfreeze(model, t["fine_tune"]["unfreeze_fraction"],
                                                      t["fine_tune"]["learning_rate"])
         h, metrics["fine_tune_time_s"], best = fit(
             model, images(data["train"], shuffle_seed=seed, augment=True), images(data["val"]),
-            t["fine_tune"]["epochs"], t["patience"], [log], initial_epoch=done)
+            t["fine_tune"]["epochs"], t["patience"], [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")],
+            initial_epoch=done)
         phases["fine_tune"] = (h, best)
     return phases
 
@@ -87,7 +75,8 @@ def from_scratch(model, t, data, images, log, metrics, seed):
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=s["weight_decay"]),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     h, metrics["scratch_time_s"], best = fit(model, images(data["train"], shuffle_seed=seed, augment=True),
-                                             images(data["val"]), s["epochs"], t["patience"], [log],
+                                             images(data["val"]), s["epochs"], t["patience"],
+                                             [log, StopOnNaN("train.scratch.learning_rate", "scratch")],
                                              watch_from=s["epochs"] // 2)
     return {"scratch": (h, best)}
 
@@ -97,11 +86,11 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     name, t = params["model"], params["train"]
     entry = models.entry(name)
     check(params, entry)
-    size = models.input_size(name, P.number(params, "image_size", 32, 1024, integer=True))
-    seed = P.number(params, "seed", integer=True)
+    size = models.input_size(name, P.spec_number(params, "image_size"))
+    seed = P.spec_number(params, "seed")
     plan = hardware.configure(seed)
-    classes = json.loads(open(f"{data_dir}/info.json").read())["classes"]
-    data = {split: load_npz(f"{data_dir}/{split}.npz") for split in ("train", "val")}
+    classes = read_dataset_info(data_dir)["classes"]
+    data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
     augmenter = pipeline.augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], seed)
 
     def images(d, shuffle_seed=None, augment=False):
@@ -111,7 +100,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     metrics = {"model": name, "image_size": size, "weights": str(params["weights"]), "hardware": plan}
     features = None
     if entry.pretrained:
-        features = {split: load_npz(f"{features_dir}/{split}.npz") for split in ("train", "val")}
+        features = {"train": load_features(f"{features_dir}/train.npz", len(classes))}
+        features["val"] = load_features(f"{features_dir}/val.npz", len(classes), dim=features["train"]["x"].shape[1])
         if params["tune"]["enabled"]:
             tune = params["tune"]
             head_hp, metrics["search_time_s"] = tune_head(

@@ -143,7 +143,7 @@ def test_train_refuses_features_of_another_model(workdir):
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("train.frozen.epochs", -1, r"`train.frozen.epochs` is -1; must be in \[0, inf\]"),
+    ("train.frozen.epochs", -1, r"`train.frozen.epochs` is -1; must be in \[0, 10000\]"),
     ("train.head.dropout", 1.5, r"`train.head.dropout` is 1.5; must be in \[0.0, 0.9\]"),
     ("train.batch_size", "big", "`train.batch_size` must be an integer"),
 ])
