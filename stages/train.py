@@ -134,9 +134,10 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         metrics["val_loss"], metrics["val_accuracy"] = deployed.evaluate(images(data["val"]), verbose=0)
         metrics["train_time_s"] = sum(metrics.get(f"{p}_time_s", 0) for p in ("frozen", "fine_tune", "scratch"))
         metrics["params_total"] = deployed.count_params()
-        with atomic_path(model_path) as tmp:
-            deployed.save(tmp)
-        write_json(metrics_path, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+        # Both files are complete before either is renamed into place; the curves follow.
+        with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp:
+            deployed.save(model_tmp)
+            write_json(metrics_tmp, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     print(f"{name}: val accuracy {metrics['val_accuracy']:.4f}, train time {metrics['train_time_s']:.0f} s")
 
 

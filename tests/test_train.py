@@ -191,3 +191,22 @@ def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path)
     train.main(workdir)
     assert keras.models.load_model("models/model.keras").count_params() > 0
     assert [p.name for p in Path("models").iterdir()] == ["model.keras"]  # nothing left from the killed run
+
+
+def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(workdir, monkeypatch):
+    """DVCLive writes into a temporary directory: a run that fails after training (here: saving the
+    model) leaves model, metrics and curves of the previous run, one consistent set."""
+    features.main(workdir)
+    train.main(workdir)
+    files = ["models/model.keras", "metrics/train.json", *map(str, Path("plots/train").rglob("*.tsv"))]
+    before = {f: Path(f).read_bytes() for f in files}
+    workdir["train"]["scratch"]["epochs"] = 2
+
+    def fails(model):
+        raise RuntimeError("disk gone")
+    monkeypatch.setattr(train.models, "for_deployment", fails)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        train.main(workdir)
+    assert {f: Path(f).read_bytes() for f in files} == before
+    assert sorted(map(str, Path("plots/train").rglob("*.tsv"))) == sorted(files[2:])
+    assert [p.name for p in Path("plots").iterdir()] == ["train"]  # no temporary directory left
