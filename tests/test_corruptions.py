@@ -244,9 +244,17 @@ def test_per_class_zero_writes_only_a_note(test_split):
     ({"per_class": 11}, "`corruptions.per_class` is 11 but the split has fewer images of class 0: 10"),
     ({"per_class": -1}, "`corruptions.per_class` is -1; must be in [0, inf]"),
     ({"per_clas": 3}, "unknown key `corruptions.per_clas`; did you mean `corruptions.per_class`?"),
-])
+], ids=["unknown-name", "names-not-a-list", "per-class-too-large", "per-class-negative", "misspelt-key"])
 def test_bad_params_name_the_key(test_split, change, message):
     test_split["corruptions"].update(change)
     with pytest.raises(StageError) as e:
         corrupt_cifar10.main(test_split)
     assert message in str(e.value)
+
+
+def test_images_that_are_not_32_px_are_refused_with_the_key_to_set(test_split):
+    save_npz("data/cifar10/test.npz", x=np.zeros((8, 40, 40, 3), np.uint8), y=np.arange(8, dtype=np.uint8) % 2)
+    with pytest.raises(StageError, match=r"holds 40x40 images; CIFAR-10-C's parameters are for 32x32 px: "
+                                         r"set `corruptions.per_class: 0`"):
+        corrupt_cifar10.main(test_split)
+    assert not Path("data/cifar10c").exists()
