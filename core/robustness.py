@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from core import StageError
-from core.io import csv_text, load_npz
+from core.io import csv_text, load_npz, write_text
 
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")
 EXAMPLE_SEVERITIES = (1, 3, 5)
@@ -124,7 +124,7 @@ def write_plots(out_dir, report, info, kept, probs, test_x, test_probs, classes,
     corruption_examples.png. kept: {name: keep_examples(...)}; probs: {name: (5, N, classes)};
     test_x, test_probs: the whole test split's images and probabilities (the clean images sit at `index`)."""
     out_dir = Path(out_dir)
-    (out_dir / "corruption_severity.csv").write_text(severity_csv(report, families(info)))
+    write_text(out_dir / "corruption_severity.csv", severity_csv(report, families(info)))
     heatmap(out_dir / "corruption_heatmap.png", report, model_name)
     first = next(iter(kept.values()))
     picks, shown = first["picks"], first["index"][first["picks"]]
@@ -169,6 +169,6 @@ def example_grid(path, clean, corrupted, y, predicted, classes):
         axes[r, 0].set_ylabel(name.replace("_", "\n"), fontsize=7)
     fig.suptitle("CIFAR-10-C: each corruption at severities 1, 3, 5 (title: the model's prediction, "
                  "green right, red wrong)", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # room for the suptitle above the first titles
     fig.savefig(path, dpi=80)
     plt.close(fig)
