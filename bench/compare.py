@@ -20,8 +20,9 @@ from core.io import atomic_path, csv_text, write_text
 FIGURES = (("accuracy_vs_latency.png", "Accuracy vs batch-1 latency p90, Pareto front"),
            ("accuracy_vs_size.png", "Accuracy vs size on disk, Pareto front"),
            ("generalisation_gap.png", "CIFAR-10 test vs CINIC-10 accuracy"),
-           ("metrics_grid.png", "Every model on each metric"))
-GRID = ("test_accuracy_pct", "cinic10_accuracy_pct", "latency_p90_ms", "throughput_ips", "size_mb", "peak_rss_mb",
+           ("metrics_grid.png", "Every model on each metric"),
+           ("clean_vs_corrupted.png", "Clean vs CIFAR-10-C mean corruption accuracy"))
+GRID = ("test_accuracy_pct", "cinic10_accuracy_pct", "corruption_accuracy_pct", "mce_pct", "latency_p90_ms", "throughput_ips", "size_mb", "peak_rss_mb",
         "params_m", "gflops_per_image", "train_time_s")
 
 
@@ -111,6 +112,35 @@ def gap_figure(path, rows):
     save(fig, path)
 
 
+def corruption_figure(path, rows):
+    """Accuracy on the CIFAR-10-C images uncorrupted (x) against the mean over the corruptions (y), one point
+    per model with its drop and mCE: the farther below the diagonal, the more the corruptions cost it."""
+    plt = pyplot()
+    shown = [r for r in rows if r["status"] == "ok" and r["cifar10c_clean_accuracy_pct"] is not None
+             and r["corruption_accuracy_pct"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 5.6))
+    ax.plot([0, 100], [0, 100], ls="--", color="grey", lw=1, label="no drop (corrupted = clean)")
+    for r in shown:
+        ax.scatter(r["cifar10c_clean_accuracy_pct"], r["corruption_accuracy_pct"], s=60, zorder=3, color="C0")
+        mce = "" if r["mce_pct"] is None else f", mCE {r['mce_pct']:.0f}"
+        ax.annotate(f"{r['model']} (−{r['corruption_drop_pp']:.1f} pp{mce})",
+                    (r["cifar10c_clean_accuracy_pct"], r["corruption_accuracy_pct"]),
+                    textcoords="offset points", xytext=(-6, -12), fontsize=8, ha="right")  # right: clear of the edge
+    if not shown:
+        ax.text(0.5, 0.5, "CIFAR-10-C accuracy is n/a for every model:\nno corrupted images "
+                "(corruptions.per_class is 0?)", transform=ax.transAxes, ha="center", va="center", fontsize=11,
+                color="C3", bbox={"facecolor": "white", "edgecolor": "C3"})
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("accuracy on the CIFAR-10-C images uncorrupted (%)")
+    ax.set_ylabel(C.BY_NAME["corruption_accuracy_pct"].label)
+    ax.set_title("Clean vs corrupted: CIFAR-10-C, 15 corruptions x 5 severities")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    save(fig, path)
+
+
 def grid_figure(path, rows):
     """One bar panel per metric, bars from zero, unit in each panel's title."""
     plt = pyplot()
@@ -157,6 +187,7 @@ def main(params, records, names=C.MODELS, out_dir="reports", plots_dir="plots/co
     tradeoff_figure(figs / FIGURES[1][0], rows, "size_mb", rec.rank_by, rec, "max_size_mb")
     gap_figure(figs / FIGURES[2][0], rows)
     grid_figure(figs / FIGURES[3][0], rows)
+    corruption_figure(figs / FIGURES[4][0], rows)
     write_text(figs / "pareto.csv", pareto_csv(rows, rec))
     write_text(out / "comparison.csv", C.comparison_csv(rows))
     linked = [(os.path.relpath(figs / name, out), title) for name, title in FIGURES]  # links from the report

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from core import params as P
+from core.corruptions import NAMES as CORRUPTIONS
 from core.io import csv_text
 
 # The registry of core/models.py, written out: importing it would load TensorFlow.
@@ -22,8 +23,8 @@ TRAIN, EVALUATE, PROFILE = "metrics/train.json", "metrics/evaluate.json", "metri
 class Column:
     name: str         # CSV header and row key, unit in the name
     label: str        # markdown header, unit in parentheses
-    path: str         # the metrics file it comes from
-    key: str          # flattened key in that file
+    path: Optional[str]  # the metrics file it comes from; None: computed across models (mce_pct)
+    key: Optional[str]   # flattened key in that file
     scale: float = 1.0  # 100: fraction -> %, 1e-6: count -> millions
     fmt: str = ".2f"
 
@@ -32,6 +33,10 @@ COLUMNS = (
     Column("test_accuracy_pct", "CIFAR-10 test accuracy (%)", EVALUATE, "test.accuracy", 100),
     Column("cinic10_accuracy_pct", "CINIC-10 accuracy (%)", EVALUATE, "cinic10.accuracy", 100),
     Column("accuracy_drop_pp", "drop, test − CINIC (pp)", EVALUATE, "accuracy_drop", 100),
+    Column("corruption_accuracy_pct", "CIFAR-10-C mean corruption accuracy (%)", EVALUATE,
+           "corruptions.mean_accuracy", 100),
+    Column("corruption_drop_pp", "drop, clean − corrupted (pp)", EVALUATE, "corruptions.accuracy_drop", 100),
+    Column("mce_pct", "mCE, basecnn = 100 (%)", None, None, fmt=".1f"),
     Column("test_loss_nats", "test loss (cross-entropy, nats)", EVALUATE, "test.loss", fmt=".3f"),
     Column("latency_p50_ms", "batch-1 latency p50 (ms)", PROFILE, "latency_p50_ms"),
     Column("latency_p90_ms", "batch-1 latency p90 (ms)", PROFILE, "latency_p90_ms"),
@@ -50,6 +55,11 @@ COLUMNS = (
       for name, label, key, scale in (("size_mb", "size (MB)", "size_mb", 1.0),
                                       ("latency_p50_ms", "latency p50 (ms)", "latency_p50_ms", 1.0),
                                       ("accuracy_pct", "accuracy on the subset (%)", "accuracy", 100))),
+    # CIFAR-10-C per corruption (mean over severities) and clean on the same images: what mCE is made of.
+    Column("cifar10c_clean_accuracy_pct", "CIFAR-10-C images uncorrupted: accuracy (%)", EVALUATE,
+           "corruptions.clean_accuracy", 100),
+    *(Column(f"cifar10c_{name}_accuracy_pct", f"{name} accuracy (%)", EVALUATE, f"corruptions.by_corruption.{name}",
+             100) for name in CORRUPTIONS),
 )
 BY_NAME = {c.name: c for c in COLUMNS}
 
@@ -60,7 +70,12 @@ LIMITS = {
     "max_size_mb": ("size_mb", "size on disk", "MB"),
     "max_peak_rss_mb": ("peak_rss_mb", "peak RSS", "MB"),
 }
-RANK_BY = {"cinic10_accuracy": "cinic10_accuracy_pct", "test_accuracy": "test_accuracy_pct"}
+RANK_BY = {"cinic10_accuracy": "cinic10_accuracy_pct", "test_accuracy": "test_accuracy_pct",
+           "corruption_accuracy": "corruption_accuracy_pct"}
+# Why a model can lack a figure compare.rank_by asks for.
+MISSING = {"cinic10_accuracy_pct": "no shift set: cinic10.urls is none?",
+           "corruption_accuracy_pct": "no CIFAR-10-C: corruptions.per_class is 0?"}
+MCE_BASELINE = "basecnn"
 
 
 # Records -> rows.
@@ -93,7 +108,7 @@ def row(name, record):
     """One model's figures in the units its column names, None where not measured."""
     out = {"model": name, "status": status(record)}
     for c in COLUMNS:
-        x = number(cell(record, c.path, c.key)) if out["status"] == "ok" else None
+        x = number(cell(record, c.path, c.key)) if out["status"] == "ok" and c.path else None
         out[c.name] = None if x is None else x * c.scale
     return out
 
@@ -103,7 +118,19 @@ def rows(records, names=MODELS):
     found = {}
     for record in records:
         found.setdefault(record.get("Experiment"), record)
-    return [row(name, found.get(name)) for name in names]
+    return with_mce([row(name, found.get(name)) for name in names])
+
+
+def with_mce(rows_, baseline=MCE_BASELINE):
+    """Each row's mCE (Hendrycks & Dietterich 2019): per corruption its error over the baseline's, averaged over
+    the corruptions both measured, in %. The paper's baseline is AlexNet; here the from-scratch basecnn, so 100
+    is basecnn's robustness and lower is better. n/a without the baseline's figures or with a baseline error of 0."""
+    base = next((r for r in rows_ if r["model"] == baseline and r["status"] == "ok"), None)
+    for r in rows_:
+        ratios = [(100 - r[c]) / (100 - base[c]) for c in (f"cifar10c_{n}_accuracy_pct" for n in CORRUPTIONS)
+                  if base is not None and r[c] is not None and base[c] is not None and base[c] < 100]
+        r["mce_pct"] = 100 * sum(ratios) / len(ratios) if ratios else None
+    return rows_
 
 
 def conditions(records, names=MODELS):
@@ -133,7 +160,7 @@ def comparison_csv(rows_):
                     ([r["model"], r["status"], *(NA if r[c] is None else round(r[c], 4) for c in BY_NAME)] for r in rows_))
 
 
-MAIN_COLUMNS = [c for c in COLUMNS if not c.name.startswith(("tflite_", "subset_"))]
+MAIN_COLUMNS = [c for c in COLUMNS if not c.name.startswith(("tflite_", "subset_", "cifar10c_"))]
 
 
 def main_table(rows_):
@@ -206,9 +233,9 @@ def rank_column(rows_, rank_by):
     with results, so tightening a limit never changes what the survivors are ranked on."""
     column = RANK_BY[rank_by]
     lacking = [r["model"] for r in rows_ if r["status"] == "ok" and r[column] is None]
-    if column == "cinic10_accuracy_pct" and lacking:
-        return "test_accuracy_pct", (f"CINIC-10 accuracy is n/a for {', '.join(lacking)} (no shift set: "
-                                     "cinic10.urls is none?), so every model is ranked on CIFAR-10 test accuracy")
+    if column in MISSING and lacking:
+        return "test_accuracy_pct", (f"{BY_NAME[column].label.replace(' (%)', '')} is n/a for {', '.join(lacking)} "
+                                     f"({MISSING[column]}), so every model is ranked on CIFAR-10 test accuracy")
     return column, None
 
 
@@ -264,6 +291,12 @@ def explain(rec):
     return "\n".join(lines)
 
 
+MCE_NOTE = ("CIFAR-10-C: the 15 corruptions x 5 severities of Hendrycks & Dietterich (ICLR 2019), computed locally "
+            "on a class-balanced subset of the test split (stage corrupt_cifar10). The drop is from the accuracy on "
+            "the same images uncorrupted. mCE is the paper's mean corruption error, each corruption's error divided "
+            f"by {MCE_BASELINE}'s (the paper divides by AlexNet's): 100 is as robust as {MCE_BASELINE}, lower is better.")
+
+
 def report_markdown(rows_, rec, conditions_, figures):
     """reports/comparison.md: the recommendation first, then the tables and the figures."""
     out = ["# Backbone comparison", ""]
@@ -275,7 +308,7 @@ def report_markdown(rows_, rec, conditions_, figures):
         out += ["These runs used `weights: none` (random initialisation): backbone accuracies measure cost, "
                 "not transfer quality.", ""]
     out += ["## Recommendation", "", "```", explain(rec), "```", "",
-            "## Accuracy and cost", "", main_table(rows_), "## TFLite exports", "", tflite_table(rows_)]
+            "## Accuracy and cost", "", main_table(rows_), MCE_NOTE, "", "## TFLite exports", "", tflite_table(rows_)]
     failed = [r for r in rows_ if r["status"] != "ok"]
     if failed:
         out += ["## Without results", ""]

@@ -108,3 +108,15 @@ def sample_cinic(archive, per_class, origins, seed, split="test", classes=CIFAR1
     y = np.array([label for label, *_ in rows], dtype=np.uint8)
     origin = np.array([cinic_origin(name.split("/")[-1]) for _, _, name, _ in rows], dtype="<U8")
     return x, y, origin, [name for _, _, name, _ in rows]
+
+
+def balanced_subset(y, per_class, seed, key):
+    """Sorted indices of a seeded `per_class` images of every class in `y`; a class with fewer
+    stops with an error naming the params `key`."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < per_class:
+        short = ", ".join(f"class {c}: {n}" for c, n in zip(classes, counts) if n < per_class)
+        raise StageError(f"params.yaml: `{key}` is {per_class} but the split has fewer images of {short}; "
+                         "lower it")
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes]))

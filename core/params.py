@@ -156,6 +156,7 @@ NUMBERS = {
     "fetch.retries": (1, 20, True), "fetch.backoff_s": (0, 600, False), "fetch.timeout_s": (1, 3600, False),
     "cifar10.val_fraction": (0.01, 0.5, False), "cifar10.train_fraction": (0.01, 1.0, False),
     "cinic10.per_class": (1, 9000, True),  # CINIC-10's test split has 9,000 images per class
+    "corruptions.per_class": (0, 10000, True),  # 0: no CIFAR-10-C; CIFAR-10's test split has 1,000 per class
     **dict.fromkeys(["features.batch_size", "train.batch_size", "evaluate.batch_size"], BATCH),
     **dict.fromkeys(["train.frozen.epochs", "train.fine_tune.epochs", "train.scratch.epochs"], EPOCHS),
     **dict.fromkeys(["train.frozen.learning_rate", "train.fine_tune.learning_rate", "train.scratch.learning_rate"],

@@ -1,15 +1,18 @@
 """Stage evaluate: the trained model on the CIFAR-10 test split (never used for
-selection) and on the CINIC-10 shift sample.
+selection), on the CINIC-10 shift sample and on the CIFAR-10-C corruptions.
 
 Writes metrics/evaluate.json (accuracy, loss, macro F1, calibration error per
-set, CINIC accuracy per origin, the drop between the sets) and plots/evaluate/:
-confusion matrices as `actual,predicted` rows, per-class precision / recall /
-F1, and a grid of misclassified CINIC-10 images.
+set, CINIC accuracy per origin, the drop between the sets; under `corruptions`
+accuracy per corruption and severity, their mean and its drop from clean) and
+plots/evaluate/: confusion matrices as `actual,predicted` rows, per-class
+precision / recall / F1, a grid of misclassified CINIC-10 images, accuracy vs
+severity per corruption family (CSV), a corruption x severity heatmap and a
+grid of test images under every corruption.
 """
 
 import numpy as np
 
-from core import hardware
+from core import hardware, robustness
 from core import params as P
 from core.contracts import load_images, load_model, read_dataset_info, read_json
 from core.io import atomic_dir, csv_text, write_json, write_text
@@ -40,7 +43,7 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
 
 
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
-         metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate"):
+         metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
     name = params["model"]
     batch_size = P.check_section(params, "evaluate")["evaluate.batch_size"]
     classes = read_dataset_info(data_dir)["classes"]
@@ -56,9 +59,12 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
                                "set `cinic10.urls: none` for a dataset of your own")
         sets["cinic10"] = cinic
 
+    def infer(x):  # the one prediction call: the test set, CINIC-10 and every corrupted array (raw images)
+        return predict(model, x, batch_size)
+
     metrics, per_class, confusions, probs = {}, {}, {}, {}
     for set_name, data in sets.items():
-        probs[set_name] = predict(model, data["x"], batch_size)  # raw images: the model resizes and preprocesses
+        probs[set_name] = infer(data["x"])
         report = classification_report(data["y"], probs[set_name], classes)
         per_class[set_name] = csv_text(["class", "accuracy", "precision", "f1"], (
             (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items()))
@@ -75,6 +81,17 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     else:
         metrics["cinic10"] = {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
 
+    corrupted = robustness.load_info(cifar10c_dir)
+    if corrupted["available"]:
+        c_probs, c_data = {}, {}
+        for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
+            c_probs[c_name] = np.stack([infer(x) for x in data["x"]])  # severity 1..5
+            c_data[c_name] = robustness.keep_examples(data)
+        metrics["corruptions"] = robustness.corruption_report(data["y"], probs["test"][data["index"]], c_probs,
+                                                              robustness.families(corrupted))
+    else:
+        metrics["corruptions"] = robustness.unavailable(corrupted)
+
     with atomic_dir(plots_dir) as tmp:
         for set_name in sets:
             write_text(tmp / f"confusion_{set_name}.csv", confusions[set_name])
@@ -82,9 +99,16 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
         if "cinic10" in sets:
             misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
                                cinic["origin"])
+        if corrupted["available"]:
+            robustness.write_plots(tmp, metrics["corruptions"], corrupted, c_data, c_probs, sets["test"]["x"],
+                                   probs["test"], classes, name)
     write_json(metrics_path, metrics)
     summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
     print(f"{name}: accuracy {summary}")
+    if corrupted["available"]:
+        c = metrics["corruptions"]
+        print(f"{name}: CIFAR-10-C mean corruption accuracy {c['mean_accuracy']:.4f} over {c['corruptions']} corruptions "
+              f"x 5 severities, clean {c['clean_accuracy']:.4f} on the same {c['images']} images")
 
 
 if __name__ == "__main__":

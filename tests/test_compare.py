@@ -103,6 +103,40 @@ def test_ranking_is_on_cinic_accuracy_and_falls_back_to_test_accuracy_without_it
     assert (rec.model, rec.rank_by) == ("brittle", "test_accuracy_pct")
 
 
+def corrupted(clean, per_corruption):
+    """The CIFAR-10-C figures of metrics/evaluate.json as exp_show flattens them (fractions)."""
+    by = dict(zip(C.CORRUPTIONS, per_corruption))
+    mean = sum(by.values()) / len(by)
+    return {"corruptions.clean_accuracy": clean, "corruptions.mean_accuracy": mean,
+            "corruptions.accuracy_drop": clean - mean, **{f"corruptions.by_corruption.{n}": a for n, a in by.items()}}
+
+
+def test_corruption_columns_mce_against_basecnn_and_ranking_on_corrupted_accuracy():
+    base = record("basecnn", test=0.80, **corrupted(0.80, [0.6] * 10 + [0.8] * 5))   # errors 0.4 and 0.2
+    tough = record("tough", test=0.85, **corrupted(0.86, [0.8] * 10 + [0.9] * 5))    # half basecnn's errors
+    fragile = record("fragile", test=0.95, **corrupted(0.95, [0.2] * 10 + [0.6] * 5))  # twice them
+    rows = table(base, tough, fragile)
+    assert [r["mce_pct"] for r in rows] == pytest.approx([100.0, 50.0, 200.0])
+    assert rows[1]["corruption_accuracy_pct"] == pytest.approx(100 * (8 + 4.5) / 15)
+    assert rows[1]["corruption_drop_pp"] == pytest.approx(86 - 100 * (8 + 4.5) / 15)
+    assert rows[1]["cifar10c_fog_accuracy_pct"] == pytest.approx(80.0)
+    rec = C.recommend(rows, {"rank_by": "corruption_accuracy"})
+    assert (rec.model, rec.rank_by, rec.fallback) == ("tough", "corruption_accuracy_pct", None)
+    assert C.explain(rec).startswith("Recommended: tough, the highest CIFAR-10-C mean corruption accuracy (83.33 %)")
+    assert C.recommend(rows, {"rank_by": "test_accuracy"}).model == "fragile"
+    md = C.main_table(rows)
+    assert "CIFAR-10-C mean corruption accuracy (%) | drop, clean − corrupted (pp) | mCE, basecnn = 100 (%)" in md
+    assert "| tough | 85.00 | 70.00 | 15.00 | 83.33 | 2.67 | 50.0 |" in md
+
+    # Without basecnn's figures there is no mCE; without CIFAR-10-C, ranking falls back to test accuracy.
+    rows = table(record("basecnn"), tough, record("plain", test=0.99))
+    assert [r["mce_pct"] for r in rows] == [None, None, None]
+    rec = C.recommend(rows, {"rank_by": "corruption_accuracy"})
+    assert (rec.model, rec.rank_by) == ("plain", "test_accuracy_pct")
+    assert rec.fallback == ("CIFAR-10-C mean corruption accuracy is n/a for basecnn, plain (no CIFAR-10-C: "
+                            "corruptions.per_class is 0?), so every model is ranked on CIFAR-10 test accuracy")
+
+
 def test_a_constraint_that_rules_out_everything_says_what_and_how_to_loosen_it():
     rows = table(*SET, record("crashed", state="Failed"))
     rec = C.recommend(rows, {"max_latency_ms": 1.5, "max_size_mb": None})
@@ -184,6 +218,7 @@ def test_main_writes_the_reports_and_the_recommendation(params, tmp_path, capsys
     assert "Costs measured on Test CPU, 2 usable core(s), TensorFlow 2.21.0" in md
     assert "Recommended: mid" in md and "big: batch-1 latency p90 30.00 ms > limit 20 ms" in md
     assert "- crashed: failed; its log: `dvc queue logs crashed`" in md and "| crashed (failed) |" in md
+    assert "mCE is the paper's mean corruption error" in md and "| n/a | n/a | n/a |" in md
     for name, _ in compare.FIGURES:
         assert f"](../plots/{name})" in md
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

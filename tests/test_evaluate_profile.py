@@ -2,6 +2,7 @@
 import csv
 import json
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from core import metrics as M
 from core import models, profiling
 from core.data import CIFAR10_CLASSES
 from core.io import load_npz, save_npz, write_json
-from stages import evaluate, profile
+from stages import corrupt_cifar10, evaluate, profile
 
 
 # Metric functions on hand-checked inputs.
@@ -54,6 +55,8 @@ def workdir(tmp_path, monkeypatch, params):
     save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
              y=(np.arange(30) % 10).astype(np.uint8), origin=origin)
     write_json("data/cinic10/info.json", {"source": "test", "classes": CIFAR10_CLASSES})
+    params["corruptions"].update(per_class=2, names=["gaussian_noise", "fog", "pixelate"])
+    corrupt_cifar10.main(params)
     keras.utils.set_random_seed(0)
     model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
     models.compile_model(model, 1e-3)
@@ -94,6 +97,41 @@ def test_evaluate_without_shift_set_says_so(workdir):
     m = json.loads(open("metrics/evaluate.json").read())
     assert m["cinic10"] == {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
     assert "accuracy_drop" not in m
+
+
+def test_evaluate_reports_every_corruption_and_severity(workdir):
+    evaluate.main(workdir, model_path="model.keras")
+    c = json.loads(open("metrics/evaluate.json").read())["corruptions"]
+    model = keras.models.load_model("model.keras")
+    test = load_npz("data/cifar10/test.npz")
+    fog = load_npz("data/cifar10c/fog.npz")
+    assert c["available"] and c["images"] == 20 and c["corruptions"] == 3
+    predicted = model.predict(fog["x"][2].astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
+    assert c["table"]["fog"]["3"] == pytest.approx(np.mean(predicted == fog["y"]))
+    clean = model.predict(test["x"][fog["index"]].astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
+    assert c["clean_accuracy"] == pytest.approx(np.mean(clean == fog["y"]))
+    grid = np.array([list(v.values()) for v in c["table"].values()])
+    assert c["mean_accuracy"] == pytest.approx(grid.mean())
+    assert c["accuracy_drop"] == pytest.approx(c["clean_accuracy"] - c["mean_accuracy"])
+    assert c["by_severity"]["5"] == pytest.approx(grid[:, 4].mean())
+    assert c["by_corruption"]["pixelate"] == pytest.approx(grid[2].mean())
+    assert set(c["by_family"]) == {"noise", "weather", "digital"}
+    with open("plots/evaluate/corruption_severity.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["severity"] for r in rows] == ["0", "1", "2", "3", "4", "5"] and rows[1]["blur"] == ""
+    assert float(rows[5]["all"]) == pytest.approx(c["by_severity"]["5"], abs=1e-4)
+    from PIL import Image
+    for png in ("corruption_heatmap.png", "corruption_examples.png"):
+        assert Image.open(f"plots/evaluate/{png}").size[0] > 300
+
+
+def test_evaluate_without_corruptions_says_so(workdir):
+    workdir["corruptions"]["per_class"] = 0
+    corrupt_cifar10.main(workdir)
+    evaluate.main(workdir, model_path="model.keras")
+    c = json.loads(open("metrics/evaluate.json").read())["corruptions"]
+    assert c == {"available": False, "reason": "corruptions.per_class is 0: no corrupted images were made"}
+    assert not any(p.name.startswith("corruption_") for p in Path("plots/evaluate").iterdir())
 
 
 def test_reported_latency_agrees_with_an_independent_timer(workdir):

@@ -63,6 +63,7 @@ def tiny_pipeline_params(project, tmp_path, **top):
     params["cifar10"].update(format="folders", urls=[str(tmp_path / "images")], checksum=None, size_bytes=None,
                              val_fraction=0.25)
     params["cinic10"]["urls"] = "none"
+    params["corruptions"]["per_class"] = 2  # 4 test images per class here
     t = params["train"]
     t["batch_size"] = 8
     for phase in ("frozen", "fine_tune", "scratch"):

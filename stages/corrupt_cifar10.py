@@ -1,0 +1,70 @@
+"""Stage corrupt_cifar10: CIFAR-10-C, computed locally. A seeded, class-balanced subset of the test
+split under each of the 15 benchmark corruptions at severities 1..5: data/cifar10c/<name>.npz
+(x uint8 (5, N, H, W, 3), y, index: each image's position in data/cifar10/test.npz) and info.json
+(the parameters at each severity, the seed). `corruptions.per_class: 0` writes only info.json, saying so."""
+import numpy as np
+from tqdm import tqdm
+
+from core import corruptions as K
+from core import params as P
+from core.data import balanced_subset
+from core.contracts import load_images, read_dataset_info
+from core.io import atomic_dir, save_npz, write_json
+
+KEYS = ["per_class", "names"]
+
+
+def names_param(params):
+    """corruptions.names: `all` or a list of the 15 names, kept in the paper's order."""
+    value = P.get(params, "corruptions.names")
+    if value == "all":
+        return list(K.NAMES)
+    if not isinstance(value, list) or not value:
+        raise P.ParamError(f"params.yaml: `corruptions.names` must be all or a list of {', '.join(K.NAMES)}; "
+                           f"got {value!r}")
+    for name in value:
+        if name not in K.NAMES:
+            raise P.ParamError(f"params.yaml: `corruptions.names` has {name!r}; allowed: {', '.join(K.NAMES)}")
+    return [n for n in K.NAMES if n in value]
+
+
+def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
+    P.known_keys(params, "corruptions", KEYS)
+    per_class = P.spec_number(params, "corruptions.per_class")
+    names = names_param(params)
+    seed = P.spec_number(params, "seed")
+    if per_class == 0:
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / "info.json", {"available": False, "corruptions": [],
+                                           "reason": "corruptions.per_class is 0: no corrupted images were made"})
+        print("CIFAR-10-C: corruptions.per_class is 0; no corrupted images")
+        return
+    test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
+    if test["x"].shape[1:3] != (K.SIDE_PX, K.SIDE_PX):
+        raise P.ParamError(f"{data_dir}/test.npz holds {test['x'].shape[2]}x{test['x'].shape[1]} images; CIFAR-10-C's "
+                           f"parameters are for {K.SIDE_PX}x{K.SIDE_PX} px: set `corruptions.per_class: 0`")
+    index = balanced_subset(test["y"], per_class, seed, "corruptions.per_class")
+    x, y = test["x"][index], test["y"][index]
+    textures = K.frost_textures(K.rng_for(seed, "frost", 0)) if "frost" in names else None
+
+    with atomic_dir(out_dir) as tmp, tqdm(total=len(names) * len(K.SEVERITIES), desc="CIFAR-10-C", unit="set") as bar:
+        for name in names:
+            bar.set_postfix_str(name)
+            out = np.empty((len(K.SEVERITIES), *x.shape), np.uint8)
+            for s in K.SEVERITIES:
+                out[s - 1] = K.corrupt(x, name, s, K.rng_for(seed, name, s), textures)
+                bar.update()
+            save_npz(tmp / f"{name}.npz", x=out, y=y, index=index)
+        write_json(tmp / "info.json", {
+            "available": True, "source": f"{data_dir}/test.npz", "seed": seed, "per_class": per_class,
+            "images": int(len(index)), "image_shape": list(x.shape[1:]), "corruptions": names,
+            "reference": "make_cifar_c.py (Hendrycks & Dietterich, ICLR 2019), CIFAR parameters",
+            "parameters": {n: {"family": K.FAMILY[n], "meaning": K.MEANING[n],
+                               "severity": {str(s): K.PARAMS[n][s - 1] for s in K.SEVERITIES}} for n in names},
+        })
+    print(f"CIFAR-10-C: {len(names)} corruptions x {len(K.SEVERITIES)} severities of {len(index):,} test images")
+
+
+if __name__ == "__main__":
+    from core.cli import run
+    run(main)
