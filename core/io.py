@@ -104,6 +104,15 @@ def _swap_lock(directory):
         os.close(fd)  # releases the lock
 
 
+def _as_if_created(path, mode):
+    """mkstemp / mkdtemp make private (0600 / 0700) temporaries; an output renamed into
+    place must have the mode open() or mkdir() would give it, i.e. follow the umask
+    (shared DVC caches and teams rely on it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` (beside its real target, if a symlink); rename it onto that on success."""
@@ -115,6 +124,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target), suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(tmp)
+    _as_if_created(tmp, 0o666)
     try:
         yield tmp
         os.replace(tmp, target)
@@ -139,6 +149,7 @@ def atomic_dir(path):
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp"))
+    _as_if_created(tmp, 0o777)
     # Unique per run, and named like a temporary so that a killed run's is cleaned up by the next.
     old = target.with_name(f"{_temp_prefix(target)}{secrets.token_hex(4)}.old.tmp")
     try:

@@ -1,6 +1,7 @@
 """core.io's atomic writers when the output is a symlink (data kept on another
 disk) and when two runs write one output at once; and what "previous outputs
 are kept" means under `dvc repro`."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -122,3 +123,18 @@ def test_dvc_repro_removes_outputs_first_and_dvc_checkout_restores_them(project,
     run_cmd(["git", "checkout", "params.yaml"], project)
     run_cmd([*dvc, "checkout", "download_cifar10"], project)
     assert snapshot(project / "data" / "cifar10") == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_follow_the_umask(tmp_path, umask):
+    """Files and directories written atomically get the modes open() and mkdir() would give them."""
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with atomic_dir(tmp_path / "out") as tmp:
+            write_json(tmp / "inner.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "out/inner.json").stat().st_mode & 0o777 == 0o666 & ~umask
