@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from builders import cifar10_binary
 from conftest import ROOT, run_cmd
-from core.io import atomic_dir, atomic_path, write_json
+from core.io import atomic_dir, write_json
 from stages import download_cifar10
 from test_bad_inputs import cifar_params, leftovers, snapshot
 
