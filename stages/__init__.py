@@ -1,0 +1,1 @@
+"""One script per DVC stage (python -m stages.<name>); see dvc.yaml."""

@@ -85,7 +85,8 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     if corrupted["available"]:
         c_probs, c_data = {}, {}
         for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
-            c_probs[c_name] = np.stack([infer(x) for x in data["x"]])  # severity 1..5
+            x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
+            c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
             c_data[c_name] = robustness.keep_examples(data)
         metrics["corruptions"] = robustness.corruption_report(data["y"], probs["test"][data["index"]], c_probs,
                                                               robustness.families(corrupted))

@@ -106,9 +106,11 @@ def test_evaluate_reports_every_corruption_and_severity(workdir):
     test = load_npz("data/cifar10/test.npz")
     fog = load_npz("data/cifar10c/fog.npz")
     assert c["available"] and c["images"] == 20 and c["corruptions"] == 3
-    predicted = model.predict(fog["x"][2].astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
-    assert c["table"]["fog"]["3"] == pytest.approx(np.mean(predicted == fog["y"]))
-    clean = model.predict(test["x"][fog["index"]].astype(np.float32) / 255.0, verbose=0).argmax(axis=1)
+    # The model takes raw uint8 images (it preprocesses itself); severity s is fog["x"][s - 1].
+    for severity in range(1, 6):
+        predicted = model.predict(fog["x"][severity - 1], verbose=0).argmax(axis=1)
+        assert c["table"]["fog"][str(severity)] == pytest.approx(np.mean(predicted == fog["y"]))
+    clean = model.predict(test["x"][fog["index"]], verbose=0).argmax(axis=1)
     assert c["clean_accuracy"] == pytest.approx(np.mean(clean == fog["y"]))
     grid = np.array([list(v.values()) for v in c["table"].values()])
     assert c["mean_accuracy"] == pytest.approx(grid.mean())
