@@ -14,7 +14,7 @@ from core.io import csv_text
 
 # The registry of core/models.py, written out: importing it would load TensorFlow.
 MODELS = ("basecnn", "mobilenetv2", "resnet50v2", "efficientnetb0", "densenet121")
-TFLITE_KINDS = ("fp32", "fp16", "int8")
+TFLITE_KINDS = P.TFLITE_KINDS
 NA = "n/a"
 TRAIN, EVALUATE, PROFILE = "metrics/train.json", "metrics/evaluate.json", "metrics/profile.json"
 

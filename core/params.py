@@ -94,6 +94,15 @@ def choice(params, key, allowed):
     return value
 
 
+def subset(params, key, allowed):
+    """A list drawn from `allowed` (null or [] for none)."""
+    value = get(params, key) or []
+    if not isinstance(value, list) or any(isinstance(v, (dict, list)) or v not in allowed for v in value) \
+            or len(set(value)) < len(value):
+        raise ParamError(f"params.yaml: `{key}` is {value!r}; a list of distinct values from {', '.join(map(str, allowed))}")
+    return value
+
+
 def check_number(value, key, low=None, high=None, integer=False, infinite=False):
     """`value` as a number within [low, high]; NaN is refused always, infinity
     unless `infinite` (a key for which it means "no limit"). An integral float
@@ -169,6 +178,7 @@ NUMBERS = {
     "profile.batch_size": (2, 65536, True), "profile.throughput_runs": (3, 100000, True),
     "profile.tflite_eval_images": (10, 1000000, True),
 }
+TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))
 

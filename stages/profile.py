@@ -20,21 +20,15 @@ from core.contracts import load_images, load_model, read_dataset_info  # noqa: E
 from core.io import atomic_dir, write_json  # noqa: E402
 from core.training import predict  # noqa: E402
 
-TFLITE_KINDS = ("fp32", "fp16", "int8")
-
 
 def main(params, data_dir="data/cifar10", model_path="models/model.keras", metrics_path="metrics/profile.json",
          export_dir="models/tflite"):
     name = params["model"]
-    p = params["profile"]
     checked = P.check_section(params, "profile")
     warmup, latency_runs = checked["profile.warmup_runs"], checked["profile.latency_runs"]
     batch, throughput_runs = checked["profile.batch_size"], checked["profile.throughput_runs"]
     n_eval = checked["profile.tflite_eval_images"]
-    kinds = p["tflite"] or []
-    for kind in kinds:
-        if kind not in TFLITE_KINDS:
-            raise P.ParamError(f"params.yaml: `profile.tflite` has {kind!r}; allowed: {', '.join(TFLITE_KINDS)}")
+    kinds = P.subset(params, "profile.tflite", P.TFLITE_KINDS)
     seed = P.spec_number(params, "seed")
     hardware.configure(seed)
 

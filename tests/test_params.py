@@ -241,3 +241,18 @@ def test_dvc_exp_run_set_small_float_reaches_the_stage(project):
         run_cmd([sys.executable, "-m", "dvc", "exp", "run", "-S", f"train.fine_tune.learning_rate={text}"], project)
         assert (project / "lr.txt").read_text().strip() == "LR 1e-05"
         assert "learning_rate: 1e-05" in (project / "params.yaml").read_text()
+
+
+@FAST
+@given(st.one_of(st.none(), st.text(max_size=5), st.integers(),
+                 st.lists(st.one_of(st.sampled_from(P.TFLITE_KINDS + ("FP32", "int4")), st.integers(), st.none(),
+                                    st.lists(st.just("fp32"), max_size=1)), max_size=4)))
+def test_tflite_kinds_are_a_list_of_distinct_known_exports_or_one_line_naming_the_key(value):
+    try:
+        got = P.subset({"profile": {"tflite": value}}, "profile.tflite", P.TFLITE_KINDS)
+    except ParamError as e:
+        assert "`profile.tflite`" in str(e) and "\n" not in str(e)
+        assert value and value != [] and not (isinstance(value, list) and set(map(str, value)) <= set(P.TFLITE_KINDS)
+                                              and len(set(map(str, value))) == len(value))
+        return
+    assert got == (value or []) and set(got) <= set(P.TFLITE_KINDS) and len(set(got)) == len(got)
