@@ -14,11 +14,12 @@ import time
 
 import keras
 
-from core import hardware, models, pipeline
+from core import hardware, models
 from core.data import random_subset
 from core.io import load_npz, write_json
 from core.profiling import conditions
-from core.training import fit, predict
+from core.pipeline import feature_batches, image_batches
+from core.training import fit, predict_images, train_head
 
 
 def run_once(args, train, val, cached):
@@ -27,20 +28,19 @@ def run_once(args, train, val, cached):
     model, head = models.build_model(trunk, 10, args.units, args.dropout)
     start = time.perf_counter()
     if cached:
-        ftrain = predict(trunk, train["x"], args.batch)
-        fval = predict(trunk, val["x"], args.batch)
+        ftrain = predict_images(trunk, train["x"], args.batch)
+        fval = predict_images(trunk, val["x"], args.batch)
         extract_s = time.perf_counter() - start
-        models.compile_model(head, args.lr)
-        fit(head, pipeline.features(ftrain, train["y"], args.batch, args.seed),
-            pipeline.features(fval, val["y"], args.batch), args.epochs, patience=args.epochs)
-    else:
+        train_head(head, args.lr, feature_batches(ftrain, train["y"], args.batch, args.seed),
+                   feature_batches(fval, val["y"], args.batch), args.epochs, patience=args.epochs)
+    else:  # the seed's way, which the train stage does not do: the whole model fitted with its backbone frozen
         extract_s = 0.0
         models.compile_model(model, args.lr)
-        fit(model, pipeline.images(train["x"], train["y"], args.batch, args.seed),
-            pipeline.images(val["x"], val["y"], args.batch), args.epochs, patience=args.epochs)
+        fit(model, image_batches(train["x"], train["y"], args.batch, args.seed),
+            image_batches(val["x"], val["y"], args.batch), args.epochs, patience=args.epochs)
     total_s = time.perf_counter() - start
     models.compile_model(model, args.lr)  # for evaluate only (cached: the head was trained on its own)
-    _, val_accuracy = model.evaluate(pipeline.images(val["x"], val["y"], args.batch), verbose=0)
+    _, val_accuracy = model.evaluate(image_batches(val["x"], val["y"], args.batch), verbose=0)
     return {"total_s": total_s, "extract_s": extract_s, "val_accuracy": val_accuracy}
 
 

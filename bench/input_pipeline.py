@@ -25,7 +25,7 @@ import tensorflow as tf
 from core import hardware, models
 from core.io import load_npz, write_json
 from core.profiling import compiled_call, conditions, fixed_input
-from core.training import predict
+from core.training import predict_images
 
 
 def limit_ips(model, batch, n_images):
@@ -41,15 +41,15 @@ def limit_ips(model, batch, n_images):
 
 
 def pipeline_ips(model, x, batch):
-    predict(model, x[:batch], batch)  # trace outside the timing
+    predict_images(model, x[:batch], batch)  # trace outside the timing
     start = time.perf_counter()
-    predict(model, x, batch)
+    predict_images(model, x, batch)
     return len(x) / (time.perf_counter() - start)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.pretrained])
+    ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.two_phase])
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--images", type=int, default=2048, help="the first N images of data/cifar10/train.npz")
     ap.add_argument("--batch", type=int, default=128, help="as params.yaml's features.batch_size")
@@ -74,8 +74,8 @@ def main():
                          "features_of_limit": med["features"] / med["limit"],
                          "evaluate_of_limit": med["evaluate"] / med["limit_classifier"]}
     write_json(args.out, {"args": vars(args), "results": results, "conditions": conditions()})
-    print(f"| backbone | px | limit (img/s) | features (img/s) | ratio | evaluate (img/s) | ratio |\n"
-          f"|---|---|---|---|---|---|---|")
+    print("| backbone | px | limit (img/s) | features (img/s) | ratio | evaluate (img/s) | ratio |\n"
+          "|---|---|---|---|---|---|---|")
     for name, r in results.items():
         m = r["median_ips"]
         print(f"| {name} | {r['size']} | {m['limit']:.0f} | {m['features']:.0f} | {r['features_of_limit']:.2f} | "

@@ -24,39 +24,50 @@ import time
 import keras
 import numpy as np
 
-from core import hardware, models, pipeline
-from core.io import load_npz, write_json
-from core.profiling import conditions
 from bench.input_pipeline import pipeline_ips
+from core import hardware, models
+from core.io import load_npz, write_json
 from core.params import load as load_params
+from core.pipeline import augmenter, feature_batches, image_batches
+from core.profiling import conditions
+from core.training import fine_tune, train_head
 
 SPLITS = {"train": 45000, "val": 5000, "test": 10000}  # CIFAR-10 at val_fraction 0.1
 
 
-def seconds(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+class EpochTimes(keras.callbacks.Callback):
+    """Wall time of each epoch's training steps (the validation pass excluded)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last_step = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = [*getattr(self, "seconds", []), self.last_step - self.began]
 
 
 def rates(name, x, y, size, params):
-    """Measured rates of one backbone at `size` px on images x, labels y."""
+    """Measured rates of one backbone at `size` px on images x, labels y, through the
+    train stage's own recipe (core.training); each phase's second epoch is timed
+    (the first traces the step functions)."""
     t = params["train"]
     pooled = models.build_trunk(name, x.shape[1:], size, "none")
     model, head = models.build_model(pooled, 10, t["head"]["units"], t["head"]["dropout"])
     batch = t["batch_size"]
-    out = {}
-    out["features_ips"] = pipeline_ips(pooled, x, batch)
+    out = {"features_ips": pipeline_ips(pooled, x, batch)}
     f = np.random.default_rng(0).normal(size=(SPLITS["train"], pooled.output_shape[-1])).astype(np.float32)
-    models.compile_model(head, t["frozen"]["learning_rate"])
-    ds = pipeline.features(f, np.resize(y, len(f)), batch, shuffle_seed=0)
-    head.fit(ds.take(2), verbose=0)
-    out["frozen_epoch_s"] = seconds(lambda: head.fit(ds, verbose=0))
-    models.unfreeze(model, t["fine_tune"]["unfreeze_fraction"], t["fine_tune"]["learning_rate"])
-    augment = pipeline.augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], 0)
-    ds = pipeline.images(x, y, batch, shuffle_seed=0, augment=augment)
-    model.fit(ds.take(2), verbose=0)
-    out["fine_tune_ips"] = len(x) / seconds(lambda: model.fit(ds, verbose=0))
+    features = feature_batches(f, np.resize(y, len(f)), batch, shuffle_seed=0)
+    times = EpochTimes()
+    train_head(head, t["frozen"]["learning_rate"], features, features.take(1), 2, patience=2, callbacks=[times])
+    out["frozen_epoch_s"] = times.seconds[1]
+    augment = augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], 0)
+    images = image_batches(x, y, batch, shuffle_seed=0, augment=augment)
+    times = EpochTimes()
+    fine_tune(model, t["fine_tune"]["unfreeze_fraction"], t["fine_tune"]["learning_rate"], images, images.take(1), 2,
+              patience=2, callbacks=[times])
+    out["fine_tune_ips"] = len(x) / times.seconds[1]
     out["evaluate_ips"] = pipeline_ips(model, x, batch)
     return out
 
@@ -73,7 +84,7 @@ def project(r, frozen_epochs, fine_tune_epochs):
 def main():
     params = load_params("params.yaml")  # as DVC reads it (YAML 1.2)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.pretrained])
+    ap.add_argument("--models", nargs="+", default=[n for n, e in models.REGISTRY.items() if e.two_phase])
     ap.add_argument("--size", type=int, default=params["image_size"])
     ap.add_argument("--frozen-epochs", type=int, default=params["train"]["frozen"]["epochs"])
     ap.add_argument("--fine-tune-epochs", type=int, default=params["train"]["fine_tune"]["epochs"])

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core import StageError
+from core.params import MAX_IMAGE_SIZE
 
 CIFAR10_BIN_DIR = "cifar-10-batches-bin"
 CIFAR10_BIN_SPLITS = {
@@ -48,7 +49,7 @@ MAX_MEMBER_BYTES = 64 << 20
 # An image's width x height, checked from its header before decoding: the
 # largest `image_size` (1024 x 1024). Larger images would be shrunk in-graph
 # anyway; stored at full size they cost memory and disk for nothing.
-MAX_IMAGE_PIXELS = 1024 * 1024
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIZE ** 2
 SPLITS = ("train", "test")
 
 

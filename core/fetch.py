@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core import StageError
-from core import params as P
+from core.params import check_section, get, sources, spec_number
 from core.io import DISK_FULL, DiskFullError
 
 CHUNK_BYTES = 1 << 20
@@ -218,9 +218,9 @@ def fetch_section(params, section):
     """`fetch` with the sources of params[section] and the settings of params["fetch"]."""
     checksum = params[section].get("checksum")
     parse_checksum(checksum, f"{section}.checksum")  # a malformed pin is named before anything is fetched
-    size_bytes = P.spec_number(params, f"{section}.size_bytes") if "size_bytes" in params[section] else None
-    fetch_params = P.check_section(params, "fetch")
-    return fetch(P.sources(params, f"{section}.urls"), checksum, P.get(params, "fetch.dir"),
+    size_bytes = spec_number(params, f"{section}.size_bytes") if "size_bytes" in params[section] else None
+    fetch_params = check_section(params, "fetch")
+    return fetch(sources(params, f"{section}.urls"), checksum, get(params, "fetch.dir"),
                  size_bytes=size_bytes, retries=fetch_params["fetch.retries"],
                  backoff_s=fetch_params["fetch.backoff_s"], timeout_s=fetch_params["fetch.timeout_s"],
                  key=f"{section}.urls")

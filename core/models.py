@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from core import StageError
+from core.params import MIN_IMAGE_SIZE
 
 BACKBONE = "backbone"  # layer names other code relies on (unfreeze, tests, users' feature extraction)
 POOL = "pool"
@@ -46,14 +47,14 @@ def scale_to_unit(x):
 class Entry:
     constructor: Callable          # keras.applications-style: (include_top, weights, input_shape) -> Model
     preprocess: Callable           # the model's own preprocess_input, on float 0-255 RGB
-    min_size: int = 32             # smallest input side the architecture accepts (px)
+    min_size: int = MIN_IMAGE_SIZE  # smallest input side the architecture accepts (px)
     fixed_size: Optional[int] = None  # always this input side (px), whatever `image_size` says
-    pretrained: bool = True        # False: no ImageNet weights; trained end to end in one phase
+    two_phase: bool = True         # ImageNet weights possible, trained by the two-phase recipe; False: from scratch
 
 
 apps = keras.applications
 REGISTRY = {
-    "basecnn": Entry(base_cnn, scale_to_unit, fixed_size=32, pretrained=False),
+    "basecnn": Entry(base_cnn, scale_to_unit, fixed_size=32, two_phase=False),
     "mobilenetv2": Entry(apps.MobileNetV2, apps.mobilenet_v2.preprocess_input),
     "resnet50v2": Entry(apps.ResNet50V2, apps.resnet_v2.preprocess_input),
     "efficientnetb0": Entry(apps.EfficientNetB0, apps.efficientnet.preprocess_input),
@@ -117,7 +118,7 @@ def build_backbone(name, image_size, weights):
     """The registry entry's backbone without its top, as the layer named "backbone".
     `weights` is "imagenet", "none" or a weights file (ImageNet weights kept locally)."""
     e, size = entry(name), input_size(name, image_size)
-    if weights == "none" or not e.pretrained:
+    if weights == "none" or not e.two_phase:
         source = None
     elif weights == "imagenet":
         source = "imagenet"
@@ -157,9 +158,9 @@ def build_trunk(name, image_shape, image_size, weights):
     if preprocess is not None:
         x = preprocess(x)
     # training=False keeps BatchNorm in inference mode even once unfrozen (Keras guide).
-    x = backbone(x, training=False) if e.pretrained else backbone(x)
+    x = backbone(x, training=False) if e.two_phase else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
-    backbone.trainable = not e.pretrained
+    backbone.trainable = not e.two_phase
     return keras.Model(inputs, x, name=f"{name}_trunk")
 
 

@@ -159,9 +159,10 @@ def integer_choices(params, key, low, high):
 # needs min <= max and a log range above 0). `infinite` keys are none yet:
 # no number here means "no limit" (null does, for size_bytes and compare.*).
 SEED_MAX = 2 ** 32 - 1
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # px: CIFAR-10's side; the largest input the archives keep (MAX^2 pixels)
 BATCH, EPOCHS, RATE = (1, 65536, True), (0, 10000, True), (1e-8, 1.0, False)
 NUMBERS = {
-    "seed": (0, SEED_MAX, True), "image_size": (32, 1024, True),
+    "seed": (0, SEED_MAX, True), "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, True),
     "fetch.retries": (1, 20, True), "fetch.backoff_s": (0, 600, False), "fetch.timeout_s": (1, 3600, False),
     "cifar10.val_fraction": (0.01, 0.5, False), "cifar10.train_fraction": (0.01, 1.0, False),
     "cinic10.per_class": (1, 9000, True),  # CINIC-10's test split has 9,000 images per class
@@ -178,6 +179,27 @@ NUMBERS = {
     "profile.batch_size": (2, 65536, True), "profile.throughput_runs": (3, 100000, True),
     "profile.tflite_eval_images": (10, 1000000, True),
 }
+# Every key each section may hold. A misspelt key would otherwise be ignored and
+# its default used without a word, so each stage refuses unknown keys in the
+# sections it reads (check_section). Top-level keys are not checked: users add
+# sections of their own for their own stages.
+KEYS = {
+    "fetch": ("dir", "retries", "backoff_s", "timeout_s"),
+    "cifar10": ("format", "urls", "checksum", "size_bytes", "val_fraction", "train_fraction"),
+    "cinic10": ("urls", "checksum", "size_bytes", "per_class", "origin"),
+    "corruptions": ("per_class", "names"),
+    "features": ("batch_size",),
+    "train": ("batch_size", "patience", "head", "frozen", "fine_tune", "scratch", "augment"),
+    "train.head": ("units", "dropout"),
+    "train.frozen": ("epochs", "learning_rate"),
+    "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction"),
+    "train.scratch": ("epochs", "learning_rate", "weight_decay"),
+    "train.augment": ("flip", "rotation", "zoom"),
+    "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
+    "evaluate": ("batch_size",),
+    "profile": ("warmup_runs", "latency_runs", "batch_size", "throughput_runs", "tflite", "tflite_eval_images"),
+    "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by"),
+}
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))
@@ -192,9 +214,12 @@ def spec_number(params, key):
 
 
 def check_section(params, section):
-    """Check every numeric key of NUMBERS under `section` (a top-level key such
-    as "train", or "seed") and, for "tune", the search space keras-tuner takes.
-    Returns {key: checked value}."""
+    """Refuse unknown keys in `section` (a top-level key such as "train", or
+    "seed") and its subsections, check every numeric key of NUMBERS under it
+    and, for "tune", the search space keras-tuner takes. Returns {key: checked value}."""
+    for key in KEYS:
+        if key == section or key.startswith(section + "."):
+            known_keys(params, key, KEYS[key])
     table = {**NUMBERS, **OPTIONAL_NUMBERS}
     checked = {key: spec_number(params, key) for key in table if key == section or key.startswith(section + ".")}
     if section == "tune":

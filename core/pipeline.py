@@ -30,7 +30,7 @@ def augmenter(flip, rotation, zoom, seed):
     return keras.Sequential(layers) if layers else None
 
 
-def images(x, y, batch_size, shuffle_seed=None, augment=None):
+def image_batches(x, y, batch_size, shuffle_seed=None, augment=None):
     """Batches of (uint8 images, labels) from uint8 arrays: the model resizes and
     preprocesses them itself, so training sees what a user gives it.
 
@@ -51,7 +51,7 @@ def images(x, y, batch_size, shuffle_seed=None, augment=None):
     return ds.prefetch(PREFETCH_BATCHES).with_options(_options())
 
 
-def features(f, y, batch_size, shuffle_seed=None):
+def feature_batches(f, y, batch_size, shuffle_seed=None):
     """Batches of cached backbone features, shuffled like `images` would be."""
     ds = tf.data.Dataset.from_tensor_slices((f, y))
     if shuffle_seed is not None:

@@ -7,9 +7,11 @@ import resource
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import psutil
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm
 
 from core.hardware import usable_cores
@@ -41,6 +43,10 @@ def conditions():
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "dtype_policy": keras.mixed_precision.global_policy().name,
+        # Not in tf.config's public API (only enable/disable are); core.hardware.configure turns it on.
+        "op_determinism": tf_config.is_op_determinism_enabled(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "xla": False,  # tf.function without jit_compile; Keras' "auto" also resolves to off on CPU
     }

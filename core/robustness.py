@@ -4,12 +4,11 @@ Pure functions from labels and predicted probabilities to the `corruptions` sect
 metrics/evaluate.json, the accuracy-vs-severity CSV (a DVC plot), the corruption x severity heatmap and
 the picture grid. No TensorFlow: the evaluate stage predicts, these only count.
 """
-import json
 from pathlib import Path
 
 import numpy as np
 
-from core import StageError
+from core.contracts import read_json
 from core.io import csv_text, load_npz, write_text
 
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")
@@ -18,10 +17,7 @@ EXAMPLE_SEVERITIES = (1, 3, 5)
 
 def load_info(data_dir):
     """data/cifar10c/info.json: which corruptions were made (in order), their families, or why none were."""
-    path = Path(data_dir) / "info.json"
-    if not path.exists():
-        raise StageError(f"{path}: missing; run the stage that writes it first (dvc repro corrupt_cifar10)")
-    return json.loads(path.read_text())
+    return read_json(Path(data_dir) / "info.json", "corrupt_cifar10", keys=("available", "corruptions"))
 
 
 def load_sets(data_dir, info):

@@ -1,4 +1,9 @@
-"""Training steps shared by the features and train stages."""
+"""The training recipes, written once: the train stage and the benchmarks call these.
+
+Two-phase transfer (Keras guide): `train_head` on the frozen trunk's cached
+outputs, then `fine_tune` with the top of the backbone unfrozen. From scratch:
+`train_from_scratch`. Each returns fit's (history, seconds, best epoch).
+"""
 import tempfile
 import time
 
@@ -6,12 +11,12 @@ import keras
 import numpy as np
 
 from core import pipeline
-from core.models import build_head, compile_model
+from core.models import build_head, compile_model, unfreeze
 
 
-def predict(model, x, batch_size):
+def predict_images(model, x, batch_size):
     """The model's outputs for uint8 images (N, H, W, 3); float32."""
-    return model.predict(pipeline.images(x, np.zeros(len(x), np.uint8), batch_size), verbose=1).astype(np.float32)
+    return model.predict(pipeline.image_batches(x, np.zeros(len(x), np.uint8), batch_size), verbose=1).astype(np.float32)
 
 
 def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0, watch_from=0):
@@ -31,6 +36,39 @@ def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0, watc
     return history, seconds, stop.best_epoch - initial_epoch  # the epoch whose weights were restored
 
 
+def train_head(head, learning_rate, train, val, epochs, patience, callbacks=()):
+    """Phase 1: the new head alone, on batches of the trunk's cached outputs. The
+    backbone is frozen, so this trains the whole model's head at a fraction of the cost."""
+    compile_model(head, learning_rate)
+    return fit(head, train, val, epochs, patience, callbacks)
+
+
+def fine_tune(model, unfreeze_fraction, learning_rate, train, val, epochs, patience, callbacks=(), initial_epoch=0):
+    """Phase 2: the top `unfreeze_fraction` of the backbone trainable (BatchNorm stays
+    in inference mode), recompiled at a low learning rate, on image batches.
+    Returns fit's (history, seconds, best epoch) and the number of layers unfrozen."""
+    unfrozen = unfreeze(model, unfreeze_fraction, learning_rate)
+    return (*fit(model, train, val, epochs, patience, callbacks, initial_epoch), unfrozen)
+
+
+def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_epoch):
+    """AdamW, the rate warmed up linearly to `learning_rate` over a fifth of the
+    steps, then a cosine decay. CosineDecay counts its decay steps after the
+    warm-up, so training ends 80 % of the way down the cosine (about a tenth of
+    the peak rate), not at its end."""
+    steps = epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=learning_rate,
+                                                      warmup_steps=steps // 5)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def train_from_scratch(model, learning_rate, weight_decay, train, val, epochs, patience, callbacks=()):
+    """Everything trainable, one phase; early stopping watches the second half only."""
+    compile_from_scratch(model, learning_rate, weight_decay, epochs, int(train.cardinality()))
+    return fit(model, train, val, epochs, patience, callbacks, watch_from=epochs // 2)
+
+
 def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, batch_size, seed):
     """Random search over head units, dropout and learning rate on cached
     features, scored on the validation split. Returns (best values, seconds)."""
@@ -46,7 +84,7 @@ def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, 
     with tempfile.TemporaryDirectory() as workdir:
         tuner = kt.RandomSearch(build, objective="val_accuracy", max_trials=trials, seed=seed,
                                 directory=workdir, project_name="head", overwrite=True)
-        tuner.search(pipeline.features(train_f, train_y, batch_size, seed),
-                     validation_data=pipeline.features(val_f, val_y, batch_size), epochs=epochs, verbose=1)
+        tuner.search(pipeline.feature_batches(train_f, train_y, batch_size, seed),
+                     validation_data=pipeline.feature_batches(val_f, val_y, batch_size), epochs=epochs, verbose=1)
         best = tuner.get_best_hyperparameters(1)[0].values
     return {k: best[k] for k in ("units", "dropout", "learning_rate")}, time.perf_counter() - start

@@ -5,34 +5,33 @@ split under each of the 15 benchmark corruptions at severities 1..5: data/cifar1
 import numpy as np
 from tqdm import tqdm
 
-from core import corruptions as K
-from core import params as P
+from core import corruptions
+from core.params import ParamError, check_section, get, spec_number
 from core.data import balanced_subset
 from core.contracts import load_images, read_dataset_info
 from core.io import atomic_dir, save_npz, write_json
 
-KEYS = ["per_class", "names"]
 
 
 def names_param(params):
     """corruptions.names: `all` or a list of the 15 names, kept in the paper's order."""
-    value = P.get(params, "corruptions.names")
+    value = get(params, "corruptions.names")
     if value == "all":
-        return list(K.NAMES)
+        return list(corruptions.NAMES)
     if not isinstance(value, list) or not value:
-        raise P.ParamError(f"params.yaml: `corruptions.names` must be all or a list of {', '.join(K.NAMES)}; "
+        raise ParamError(f"params.yaml: `corruptions.names` must be all or a list of {', '.join(corruptions.NAMES)}; "
                            f"got {value!r}")
     for name in value:
-        if name not in K.NAMES:
-            raise P.ParamError(f"params.yaml: `corruptions.names` has {name!r}; allowed: {', '.join(K.NAMES)}")
-    return [n for n in K.NAMES if n in value]
+        if name not in corruptions.NAMES:
+            raise ParamError(f"params.yaml: `corruptions.names` has {name!r}; allowed: {', '.join(corruptions.NAMES)}")
+    return [n for n in corruptions.NAMES if n in value]
 
 
 def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
-    P.known_keys(params, "corruptions", KEYS)
-    per_class = P.spec_number(params, "corruptions.per_class")
+    check_section(params, "corruptions")
+    per_class = spec_number(params, "corruptions.per_class")
     names = names_param(params)
-    seed = P.spec_number(params, "seed")
+    seed = spec_number(params, "seed")
     if per_class == 0:
         with atomic_dir(out_dir) as tmp:
             write_json(tmp / "info.json", {"available": False, "corruptions": [],
@@ -40,29 +39,29 @@ def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
         print("CIFAR-10-C: corruptions.per_class is 0; no corrupted images")
         return
     test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
-    if test["x"].shape[1:3] != (K.SIDE_PX, K.SIDE_PX):
-        raise P.ParamError(f"{data_dir}/test.npz holds {test['x'].shape[2]}x{test['x'].shape[1]} images; CIFAR-10-C's "
-                           f"parameters are for {K.SIDE_PX}x{K.SIDE_PX} px: set `corruptions.per_class: 0`")
+    if test["x"].shape[1:3] != (corruptions.SIDE_PX, corruptions.SIDE_PX):
+        raise ParamError(f"{data_dir}/test.npz holds {test['x'].shape[2]}x{test['x'].shape[1]} images; CIFAR-10-C's "
+                           f"parameters are for {corruptions.SIDE_PX}x{corruptions.SIDE_PX} px: set `corruptions.per_class: 0`")
     index = balanced_subset(test["y"], per_class, seed, "corruptions.per_class")
     x, y = test["x"][index], test["y"][index]
-    textures = K.frost_textures(K.rng_for(seed, "frost", 0)) if "frost" in names else None
+    textures = corruptions.frost_textures(corruptions.rng_for(seed, "frost", 0)) if "frost" in names else None
 
-    with atomic_dir(out_dir) as tmp, tqdm(total=len(names) * len(K.SEVERITIES), desc="CIFAR-10-C", unit="set") as bar:
+    with atomic_dir(out_dir) as tmp, tqdm(total=len(names) * len(corruptions.SEVERITIES), desc="CIFAR-10-C", unit="set") as bar:
         for name in names:
             bar.set_postfix_str(name)
-            out = np.empty((len(K.SEVERITIES), *x.shape), np.uint8)
-            for s in K.SEVERITIES:
-                out[s - 1] = K.corrupt(x, name, s, K.rng_for(seed, name, s), textures)
+            out = np.empty((len(corruptions.SEVERITIES), *x.shape), np.uint8)
+            for s in corruptions.SEVERITIES:
+                out[s - 1] = corruptions.corrupt(x, name, s, corruptions.rng_for(seed, name, s), textures)
                 bar.update()
             save_npz(tmp / f"{name}.npz", x=out, y=y, index=index)
         write_json(tmp / "info.json", {
             "available": True, "source": f"{data_dir}/test.npz", "seed": seed, "per_class": per_class,
             "images": int(len(index)), "image_shape": list(x.shape[1:]), "corruptions": names,
             "reference": "make_cifar_c.py (Hendrycks & Dietterich, ICLR 2019), CIFAR parameters",
-            "parameters": {n: {"family": K.FAMILY[n], "meaning": K.MEANING[n],
-                               "severity": {str(s): K.PARAMS[n][s - 1] for s in K.SEVERITIES}} for n in names},
+            "parameters": {n: {"family": corruptions.FAMILY[n], "meaning": corruptions.MEANING[n],
+                               "severity": {str(s): corruptions.PARAMS[n][s - 1] for s in corruptions.SEVERITIES}} for n in names},
         })
-    print(f"CIFAR-10-C: {len(names)} corruptions x {len(K.SEVERITIES)} severities of {len(index):,} test images")
+    print(f"CIFAR-10-C: {len(names)} corruptions x {len(corruptions.SEVERITIES)} severities of {len(index):,} test images")
 
 
 if __name__ == "__main__":

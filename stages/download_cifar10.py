@@ -1,25 +1,23 @@
 """Stage download_cifar10: get CIFAR-10 (or a class-folder dataset) and write
 data/cifar10/{train,val,test}.npz plus info.json (class names, counts)."""
-from core import params as P
+from core.params import ParamError, check_section, choice, sources, spec_number
 from core.archives import parse_cifar10_binary, parse_class_folders
 from core.data import class_counts, split_stratified
 from core.fetch import fetch_section
 from core.io import atomic_dir, save_npz, write_json
 
 PARSERS = {"binary": parse_cifar10_binary, "folders": parse_class_folders}
-KEYS = {"cifar10": ["format", "urls", "checksum", "size_bytes", "val_fraction", "train_fraction"],
-        "fetch": ["dir", "retries", "backoff_s", "timeout_s"]}
 
 
 def main(params, out_dir="data/cifar10"):
-    for section, keys in KEYS.items():
-        P.known_keys(params, section, keys)
-    fmt = P.choice(params, "cifar10.format", list(PARSERS))
-    if not P.sources(params, "cifar10.urls"):
-        raise P.ParamError("params.yaml: `cifar10.urls` is none; give the archive's URL or a local path")
-    val_fraction = P.spec_number(params, "cifar10.val_fraction")
-    train_fraction = P.spec_number(params, "cifar10.train_fraction")
-    seed = P.spec_number(params, "seed")
+    check_section(params, "cifar10")
+    check_section(params, "fetch")
+    fmt = choice(params, "cifar10.format", list(PARSERS))
+    if not sources(params, "cifar10.urls"):
+        raise ParamError("params.yaml: `cifar10.urls` is none; give the archive's URL or a local path")
+    val_fraction = spec_number(params, "cifar10.val_fraction")
+    train_fraction = spec_number(params, "cifar10.train_fraction")
+    seed = spec_number(params, "seed")
     archive = fetch_section(params, "cifar10")
 
     splits, classes, notes = PARSERS[fmt](archive)
@@ -31,9 +29,9 @@ def main(params, out_dir="data/cifar10"):
     left = class_counts(y[train], classes)
     empty = [f"{c} ({n} image{'s' * (n != 1)})" for c, n in class_counts(y, classes).items() if not left[c]]
     if empty:
-        raise P.ParamError(f"params.yaml: `cifar10.val_fraction` {val_fraction} and `cifar10.train_fraction` "
-                           f"{train_fraction} leave no training image of {', '.join(empty)}; add training images, "
-                           "lower val_fraction or raise train_fraction")
+        raise ParamError(f"params.yaml: `cifar10.val_fraction` {val_fraction} and `cifar10.train_fraction` "
+                         f"{train_fraction} leave no training image of {', '.join(empty)}; add training images, "
+                         "lower val_fraction or raise train_fraction")
     splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": splits["test"]}
 
     with atomic_dir(out_dir) as tmp:

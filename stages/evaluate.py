@@ -12,12 +12,13 @@ grid of test images under every corruption.
 
 import numpy as np
 
-from core import hardware, robustness
-from core import params as P
+from core import robustness
 from core.contracts import load_images, load_model, read_dataset_info, read_json
 from core.io import atomic_dir, csv_text, write_json, write_text
 from core.metrics import classification_report
-from core.training import predict
+from core.params import ParamError
+from core.stage import start
+from core.training import predict_images
 
 
 def misclassified_grid(path, x, y, probs, classes, origins, n=24):
@@ -44,10 +45,9 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
 
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
          metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
-    name = params["model"]
-    batch_size = P.check_section(params, "evaluate")["evaluate.batch_size"]
+    job = start(params, "evaluate")  # threads sized to this machine's usable cores
+    name, batch_size = job.name, job.checked["evaluate.batch_size"]
     classes = read_dataset_info(data_dir)["classes"]
-    hardware.configure(P.spec_number(params, "seed"))  # threads sized to this machine's usable cores
     model = load_model(model_path)
     sets = {"test": load_images(f"{data_dir}/test.npz", len(classes))}
     cinic_info = read_json(f"{cinic_dir}/info.json", "sample_cinic10", keys=("classes",))
@@ -55,12 +55,12 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
                         keys=("x", "y", "origin"))
     if len(cinic["y"]):
         if cinic_info["classes"] != classes:
-            raise P.ParamError(f"{cinic_dir} has CIFAR-10's classes but the dataset's are {classes}; "
+            raise ParamError(f"{cinic_dir} has CIFAR-10's classes but the dataset's are {classes}; "
                                "set `cinic10.urls: none` for a dataset of your own")
         sets["cinic10"] = cinic
 
     def infer(x):  # the one prediction call: the test set, CINIC-10 and every corrupted array (raw images)
-        return predict(model, x, batch_size)
+        return predict_images(model, x, batch_size)
 
     metrics, per_class, confusions, probs = {}, {}, {}, {}
     for set_name, data in sets.items():

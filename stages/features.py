@@ -8,34 +8,31 @@ Keyed by DVC on (model, image_size, weights): head params do not invalidate it."
 import json
 import time
 
-from core import hardware, models
-from core import params as P
+from core import models
 from core.contracts import load_images, read_dataset_info
 from core.io import atomic_dir, save_npz, write_json
-from core.training import predict
+from core.stage import start
+from core.training import predict_images
 
 
 def main(params, data_dir="data/cifar10", out_dir="data/features"):
-    name = params["model"]
-    entry = models.entry(name)
-    size = models.input_size(name, P.spec_number(params, "image_size"))
-    batch_size = P.check_section(params, "features")["features.batch_size"]
-    hardware.configure(P.spec_number(params, "seed"))
+    job = start(params, "features")
+    name, size, batch_size = job.name, job.image_size, job.checked["features.batch_size"]
     dataset = read_dataset_info(data_dir)
     image_shape = dataset["image_shape"]
     info = {"model": name, "image_size": size, "weights": str(params["weights"]), "image_shape": image_shape,
-            "frozen_phase": entry.pretrained}
+            "frozen_phase": job.entry.two_phase}
     with atomic_dir(out_dir) as tmp:
         trunk = models.build_trunk(name, image_shape, size, params["weights"])
         trunk.save(tmp / "trunk.keras")
-        if entry.pretrained:
-            start = time.perf_counter()
+        if job.entry.two_phase:
+            began = time.perf_counter()
             for split in ("train", "val"):
                 data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]), image_shape=image_shape)
-                f = predict(trunk, data["x"], batch_size)
+                f = predict_images(trunk, data["x"], batch_size)
                 save_npz(tmp / f"{split}.npz", x=f, y=data["y"])
                 info[f"{split}_shape"] = list(f.shape)
-            info["extract_time_s"] = round(time.perf_counter() - start, 2)
+            info["extract_time_s"] = round(time.perf_counter() - began, 2)
         write_json(tmp / "info.json", info)
     print(json.dumps(info))
 

@@ -1,28 +1,23 @@
 """Stage sample_cinic10: a seeded, class-balanced sample of the CINIC-10 test
 split as an independent distribution-shift set: data/cinic10/sample.npz
 (x, y, origin), manifest.csv (the archive member of every image), info.json."""
-import csv
-import io
-
 import numpy as np
 
-from core import params as P
+from core.params import check_section, choice, sources, spec_number
 from core.data import CIFAR10_CLASSES, CINIC_ORIGINS, class_counts, sample_cinic
 from core.fetch import fetch_section
-from core.io import atomic_dir, save_npz, write_json, write_text
+from core.io import atomic_dir, csv_text, save_npz, write_json, write_text
 
 ORIGINS = {"imagenet": ["imagenet"], "cifar10": ["cifar10"], "all": sorted(CINIC_ORIGINS)}
-KEYS = {"cinic10": ["urls", "checksum", "size_bytes", "per_class", "origin"],
-        "fetch": ["dir", "retries", "backoff_s", "timeout_s"]}
 
 
 def main(params, out_dir="data/cinic10"):
-    for section, keys in KEYS.items():
-        P.known_keys(params, section, keys)
-    urls = P.sources(params, "cinic10.urls")
-    origin = P.choice(params, "cinic10.origin", list(ORIGINS))
-    per_class = P.spec_number(params, "cinic10.per_class")
-    seed = P.spec_number(params, "seed")
+    check_section(params, "cinic10")
+    check_section(params, "fetch")
+    urls = sources(params, "cinic10.urls")
+    origin = choice(params, "cinic10.origin", list(ORIGINS))
+    per_class = spec_number(params, "cinic10.per_class")
+    seed = spec_number(params, "seed")
     if urls:
         archive = fetch_section(params, "cinic10")
         x, y, origins, members = sample_cinic(archive, per_class, ORIGINS[origin], seed)
@@ -31,13 +26,11 @@ def main(params, out_dir="data/cinic10"):
         x, y, origins, members = np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.uint8), np.zeros(0, "<U8"), []
         source = "none"
 
-    manifest = io.StringIO()
-    writer = csv.writer(manifest, lineterminator="\n")
-    writer.writerow(["index", "member", "class", "origin"])
-    writer.writerows((i, m, CIFAR10_CLASSES[c], o) for i, (m, c, o) in enumerate(zip(members, y, origins)))
+    manifest = csv_text(["index", "member", "class", "origin"],
+                        ((i, m, CIFAR10_CLASSES[c], o) for i, (m, c, o) in enumerate(zip(members, y, origins))))
     with atomic_dir(out_dir) as tmp:
         save_npz(tmp / "sample.npz", x=x, y=y, origin=origins)
-        write_text(tmp / "manifest.csv", manifest.getvalue())
+        write_text(tmp / "manifest.csv", manifest)
         write_json(tmp / "info.json", {
             "source": source, "split": "test", "origin": origin, "per_class": per_class if urls else 0,
             "classes": CIFAR10_CLASSES, "counts": class_counts(y, CIFAR10_CLASSES),

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from core import corruptions as K
+from core import corruptions
 from core.io import load_npz, save_npz, write_json
 from core import StageError
 from stages import corrupt_cifar10
@@ -25,16 +25,16 @@ def natural_images(n=12, seed=0):
 
 
 X = natural_images()
-TEXTURES = K.frost_textures(np.random.default_rng(0), count=2, size=64)
+TEXTURES = corruptions.frost_textures(np.random.default_rng(0), count=2, size=64)
 
 
 def run(name, severity, x=X, seed=0):
-    return K.corrupt(x, name, severity, K.rng_for(seed, name, severity), TEXTURES)
+    return corruptions.corrupt(x, name, severity, corruptions.rng_for(seed, name, severity), TEXTURES)
 
 
-@pytest.mark.parametrize("name", K.NAMES)
+@pytest.mark.parametrize("name", corruptions.NAMES)
 def test_every_severity_gives_uint8_images_of_the_input_shape_deterministically(name):
-    for s in K.SEVERITIES:
+    for s in corruptions.SEVERITIES:
         out = run(name, s)
         assert out.dtype == np.uint8 and out.shape == X.shape
         assert 0 <= out.min() and out.max() <= 255
@@ -42,7 +42,7 @@ def test_every_severity_gives_uint8_images_of_the_input_shape_deterministically(
         assert not np.array_equal(out, X), f"severity {s} changes nothing"
 
 
-RANDOM = set(K.NAMES) - {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
+RANDOM = set(corruptions.NAMES) - {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM))
@@ -51,7 +51,7 @@ def test_another_seed_gives_other_draws(name):
 
 
 def distances(name):
-    return [np.abs(run(name, s).astype(float) - X).mean() for s in K.SEVERITIES]
+    return [np.abs(run(name, s).astype(float) - X).mean() for s in corruptions.SEVERITIES]
 
 
 # Where the reference's parameters rise monotonically, so does the distance from the clean image.
@@ -87,20 +87,20 @@ GREY = np.full((64, 32, 32, 3), 128, np.uint8)
 
 
 def test_gaussian_noise_std_per_severity():
-    for s, std in zip(K.SEVERITIES, [0.04, 0.06, 0.08, 0.09, 0.10]):
+    for s, std in zip(corruptions.SEVERITIES, [0.04, 0.06, 0.08, 0.09, 0.10]):
         out = run("gaussian_noise", s, GREY) / 255
         assert out.std() == pytest.approx(std, rel=0.02)
         assert out.mean() == pytest.approx(128 / 255 - 0.5 / 255, abs=1e-3)  # truncated to uint8 as np.uint8 does
 
 
 def test_shot_noise_is_poisson_with_the_reference_rate():
-    for s, rate in zip(K.SEVERITIES, [500, 250, 100, 75, 50]):
+    for s, rate in zip(corruptions.SEVERITIES, [500, 250, 100, 75, 50]):
         out = run("shot_noise", s, GREY) / 255
         assert out.var() == pytest.approx((128 / 255) / rate, rel=0.05)
 
 
 def test_impulse_noise_hits_the_reference_share_of_values():
-    for s, amount in zip(K.SEVERITIES, [.01, .02, .03, .05, .07]):
+    for s, amount in zip(corruptions.SEVERITIES, [.01, .02, .03, .05, .07]):
         out = run("impulse_noise", s, GREY)
         hit = (out == 0) | (out == 255)
         assert hit.mean() == pytest.approx(amount, rel=0.1)
@@ -110,7 +110,7 @@ def test_impulse_noise_hits_the_reference_share_of_values():
 
 def test_contrast_scales_each_channels_deviation_from_its_mean():
     x = X[:2] / 255
-    for s, factor in zip(K.SEVERITIES, [.75, .5, .4, .3, 0.15]):
+    for s, factor in zip(corruptions.SEVERITIES, [.75, .5, .4, .3, 0.15]):
         means = x.mean(axis=(1, 2), keepdims=True)
         expected = ((x - means) * factor + means) * 255
         assert np.abs(run("contrast", s, X[:2]) - expected).max() < 1
@@ -118,7 +118,7 @@ def test_contrast_scales_each_channels_deviation_from_its_mean():
 
 def test_brightness_raises_hsv_value_and_keeps_hue():
     x = X[:2]
-    for s, c in zip(K.SEVERITIES, [.05, .1, .15, .2, .3]):
+    for s, c in zip(corruptions.SEVERITIES, [.05, .1, .15, .2, .3]):
         out = run("brightness", s, x).astype(float)
         value = x.max(axis=-1) / 255
         ok = value + c <= 1
@@ -129,47 +129,47 @@ def test_brightness_raises_hsv_value_and_keeps_hue():
 
 
 def test_jpeg_is_pillows_codec_at_the_reference_quality():
-    for s, quality in zip(K.SEVERITIES, [80, 65, 58, 50, 40]):
+    for s, quality in zip(corruptions.SEVERITIES, [80, 65, 58, 50, 40]):
         buf = io.BytesIO()
         Image.fromarray(X[0]).save(buf, "JPEG", quality=quality)
         assert np.array_equal(run("jpeg_compression", s)[0], np.asarray(Image.open(buf)))
 
 
 def test_pixelate_goes_through_the_reference_sizes():
-    for s, c in zip(K.SEVERITIES, [0.95, 0.9, 0.85, 0.75, 0.65]):
+    for s, c in zip(corruptions.SEVERITIES, [0.95, 0.9, 0.85, 0.75, 0.65]):
         small = Image.fromarray(X[0]).resize((int(32 * c),) * 2, Image.BOX)
         assert np.array_equal(run("pixelate", s)[0], np.asarray(small.resize((32, 32), Image.BOX)))
 
 
 def test_zoom_blur_averages_the_references_zooms_and_clipped_zoom_is_scipys():
-    assert [len(np.arange(1, c, 0.01)) for c in K.PARAMS["zoom_blur"]] == [7, 12, 16, 21, 26]
+    assert [len(np.arange(1, c, 0.01)) for c in corruptions.PARAMS["zoom_blur"]] == [7, 12, 16, 21, 26]
     x = X[:1] / 255
     for factor in (1.01, 1.06, 1.25, 1.75, 2.25):
         crop = int(np.ceil(32 / factor))
         top = (32 - crop) // 2
         zoomed = ndimage.zoom(x[0, top:top + crop, top:top + crop], (factor, factor, 1), order=1)
         trim = (zoomed.shape[0] - 32) // 2
-        assert np.allclose(K.clipped_zoom(x, factor)[0], zoomed[trim:trim + 32, trim:trim + 32])
+        assert np.allclose(corruptions.clipped_zoom(x, factor)[0], zoomed[trim:trim + 32, trim:trim + 32])
 
 
 def test_defocus_kernel_is_a_normalised_disk_of_the_reference_radius():
-    for radius, alias in K.PARAMS["defocus_blur"]:
-        k = K.disk_kernel(radius, alias)
+    for radius, alias in corruptions.PARAMS["defocus_blur"]:
+        k = corruptions.disk_kernel(radius, alias)
         assert k.sum() == pytest.approx(1, abs=1e-6) and np.allclose(k, k.T) and np.allclose(k, k[::-1])
-    assert K.disk_kernel(1.5, 0.1).shape == (5, 5)  # radius 1.5 reaches 1 px, its 3 x 3 blur one more
+    assert corruptions.disk_kernel(1.5, 0.1).shape == (5, 5)  # radius 1.5 reaches 1 px, its 3 x 3 blur one more
 
 
 def test_motion_blur_is_a_one_sided_gaussian_trail_of_2r_plus_1_taps():
     dot = np.zeros((1, 32, 32, 1))
     dot[0, 16, 16] = 1
-    out = K.motion_blur_layer(dot, 6, 2, [0.0])[0, ..., 0]
+    out = corruptions.motion_blur_layer(dot, 6, 2, [0.0])[0, ..., 0]
     # At angle 0 each pixel averages the 13 pixels to its right, so the dot trails to its left.
     taps = np.exp(-np.arange(13) ** 2 / 8)
     assert np.allclose(out[16, 4:17][::-1], taps / taps.sum()) and out.sum() == pytest.approx(1)
 
 
 def test_glass_blur_moves_each_pixel_from_an_up_left_neighbour():
-    blurred = np.uint8(K.gaussian_filter(X / 255, 0.05) * 255)
+    blurred = np.uint8(corruptions.gaussian_filter(X / 255, 0.05) * 255)
     out = run("glass_blur", 1)  # one pass, sigma 0.05: the second blur is below a grey level
     neighbours = [np.roll(blurred, (dy, dx), axis=(1, 2)) for dy in (0, 1) for dx in (0, 1)]
     near = np.min([np.abs(out.astype(int) - n.astype(int)) for n in neighbours], axis=0)
@@ -177,13 +177,13 @@ def test_glass_blur_moves_each_pixel_from_an_up_left_neighbour():
 
 
 def test_fog_plasma_maps_span_zero_to_one():
-    maps = K.plasma_fractal(3, np.random.default_rng(0), 2.0)
+    maps = corruptions.plasma_fractal(3, np.random.default_rng(0), 2.0)
     assert maps.shape == (3, 32, 32) and np.allclose(maps.min(axis=(1, 2)), 0) and np.allclose(maps.max(axis=(1, 2)), 1)
 
 
 def test_frost_blends_image_and_texture_with_the_reference_weights():
     black = np.zeros((64, 32, 32, 3), np.uint8)
-    for s, (_, frost_weight) in zip(K.SEVERITIES, K.PARAMS["frost"]):
+    for s, (_, frost_weight) in zip(corruptions.SEVERITIES, corruptions.PARAMS["frost"]):
         # frost's image weight drops as its frost weight rises, so the distance from clean need not grow:
         # on a black image only the frost remains, in proportion to its weight.
         assert run("frost", s, black).mean() / (255 * frost_weight) == pytest.approx(TEXTURES.mean(), rel=0.15)
@@ -192,7 +192,7 @@ def test_frost_blends_image_and_texture_with_the_reference_weights():
 
 
 def test_frost_textures_are_seeded():
-    a, b = (K.frost_textures(np.random.default_rng(5), count=1, size=64) for _ in range(2))
+    a, b = (corruptions.frost_textures(np.random.default_rng(5), count=1, size=64) for _ in range(2))
     assert np.array_equal(a, b) and a.shape == (1, 64, 64, 3) and 0.2 < a.mean() < 0.7
 
 
@@ -220,8 +220,8 @@ def test_stage_writes_the_data_contract_byte_identically(test_split):
         d = load_npz(f"data/cifar10c/{name}.npz")
         assert d["x"].shape == (5, 12, 32, 32, 3) and d["x"].dtype == np.uint8 and d["y"].dtype == np.uint8
         assert np.array_equal(d["y"], test["y"][d["index"]]) and np.bincount(d["y"]).tolist() == [3] * 4
-        assert np.array_equal(d["x"][3], K.corrupt(test["x"][d["index"]], name, 4, K.rng_for(42, name, 4),
-                                                   K.frost_textures(K.rng_for(42, "frost", 0))))
+        assert np.array_equal(d["x"][3], corruptions.corrupt(test["x"][d["index"]], name, 4, corruptions.rng_for(42, name, 4),
+                                                   corruptions.frost_textures(corruptions.rng_for(42, "frost", 0))))
         first[name] = open(f"data/cifar10c/{name}.npz", "rb").read()
     corrupt_cifar10.main(test_split)
     assert all(open(f"data/cifar10c/{n}.npz", "rb").read() == b for n, b in first.items())

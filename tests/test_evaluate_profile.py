@@ -1,6 +1,7 @@
 """Stages evaluate and profile: figures that mean what their names say."""
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import metrics as M
+from conftest import ROOT, run_cmd
+from core import metrics
 from core import models, profiling
 from core.data import CIFAR10_CLASSES
 from core.io import load_npz, save_npz, write_json
@@ -20,15 +22,15 @@ from stages import corrupt_cifar10, evaluate, profile
 
 def test_percentiles_come_from_the_recorded_samples():
     samples_s = np.arange(1, 101) / 1000.0  # 1..100 ms, shuffled order must not matter
-    got = M.percentiles_ms(np.random.default_rng(0).permutation(samples_s))
+    got = metrics.percentiles_ms(np.random.default_rng(0).permutation(samples_s))
     assert got == pytest.approx({"p50": 50.5, "p90": 90.1, "p99": 99.01})
 
 
 def test_confusion_and_per_class_figures():
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_pred = np.array([0, 1, 1, 1, 0, 2])
-    assert M.confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    precision, recall, f1 = M.per_class(y_true, y_pred, 3)
+    assert metrics.confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    precision, recall, f1 = metrics.per_class(y_true, y_pred, 3)
     assert precision.tolist() == pytest.approx([0.5, 2 / 3, 1.0])
     assert recall.tolist() == pytest.approx([0.5, 1.0, 0.5])
     assert f1.tolist() == pytest.approx([0.5, 0.8, 2 / 3])
@@ -37,9 +39,9 @@ def test_confusion_and_per_class_figures():
 def test_expected_calibration_error():
     y = np.array([0, 0, 0, 0])
     confident_right = np.array([[0.95, 0.05]] * 4)
-    assert M.expected_calibration_error(y, confident_right) == pytest.approx(0.05)
+    assert metrics.expected_calibration_error(y, confident_right) == pytest.approx(0.05)
     half_wrong = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])  # 90 % sure, 50 % right
-    assert M.expected_calibration_error(y, half_wrong) == pytest.approx(0.4)
+    assert metrics.expected_calibration_error(y, half_wrong) == pytest.approx(0.4)
 
 
 # Stages on a tiny saved model.
@@ -174,3 +176,34 @@ def test_profile_stage_writes_every_figure(workdir):
     # basecnn's convolutions do 38.6 M multiply-adds per 32 px image; one counts as 2 FLOPs.
     assert 77e6 < m["flops_per_image"] < 80e6
     assert open("tflite/model_fp32.tflite", "rb").read(8)[4:] == b"TFL3"
+
+
+PEAK_PROBE = """
+import json, sys
+import numpy as np
+from core import profiling
+from stages import profile
+count = profiling.flops_per_image
+
+def flops_with_a_copy(model):
+    copy = np.ones(400_000_000, np.uint8)  # written, so resident: 400 MB
+    return count(model) + int(copy[0]) - 1
+
+profiling.flops_per_image = flops_with_a_copy
+profile.main(json.load(open("params.json")), model_path="model.keras", export_dir="tflite")
+print(profiling.peak_rss_mb())
+"""
+
+
+def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir):
+    """peak_rss_mb is what a user's process needs: import, load, inference. The FLOPs
+    count freezes the graph (a second copy of the weights); here it also allocates
+    400 MB, which must not show in peak_rss_mb. In a fresh process: the high-water
+    mark cannot be reset. The conditions say what shaped the figures."""
+    write_json("params.json", workdir)
+    out = run_cmd([sys.executable, "-c", PEAK_PROBE], cwd=Path.cwd(), env={"PYTHONPATH": str(ROOT)})
+    peak_at_exit_mb = float(out.stdout.strip().splitlines()[-1])
+    m = json.loads(open("metrics/profile.json").read())
+    assert m["rss_after_load_mb"] <= m["peak_rss_mb"] < peak_at_exit_mb - 300
+    assert m["conditions"]["op_determinism"] is True and m["conditions"]["dtype_policy"] == "float32"
+    assert m["conditions"]["keras"] == keras.__version__ and m["conditions"]["tensorflow"] == tf.__version__

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import StageError, hardware, models, pipeline
-from core.training import fit, predict
+from core.training import fit, predict_images
 
 
 def tiny(n=40, size=32, seed=0):
@@ -60,7 +60,7 @@ def test_pipeline_and_trunk_never_modify_the_raw_arrays():
     x, y = tiny(8)
     before = x.copy()
     augment = pipeline.augmenter(True, 0.1, 0.1, seed=0)
-    batches = list(pipeline.images(x, y, 4, shuffle_seed=1, augment=augment))
+    batches = list(pipeline.image_batches(x, y, 4, shuffle_seed=1, augment=augment))
     assert all(b.dtype == "uint8" and tuple(b.shape) == (4, 32, 32, 3) for b, _ in batches)  # what the model takes
     for name in ("mobilenetv2", "densenet121"):
         models.build_trunk(name, (32, 32, 3), 40, "none").predict(x, verbose=0)
@@ -70,8 +70,8 @@ def test_pipeline_and_trunk_never_modify_the_raw_arrays():
 def test_pipelines_run_without_the_tf_data_autotuner():
     # Its teardown stall made fits and predicts end on 10 ms x 2^k ticks (docs/performance.md).
     x, y = tiny(8)
-    for ds in (pipeline.images(x, y, 4, augment=pipeline.augmenter(True, 0.0, 0.0, 0)),
-               pipeline.features(np.zeros((8, 5), np.float32), y, 4, shuffle_seed=1)):
+    for ds in (pipeline.image_batches(x, y, 4, augment=pipeline.augmenter(True, 0.0, 0.0, 0)),
+               pipeline.feature_batches(np.zeros((8, 5), np.float32), y, 4, shuffle_seed=1)):
         assert ds.options().autotune.enabled is False
         assert [len(b[0]) for b in ds] == [4, 4]
 
@@ -107,7 +107,7 @@ def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     before = {id(v): keras.ops.convert_to_numpy(v).copy() for layer in (conv_top, conv_low, *bn)
               for v in layer.weights}
     x, y = tiny(8)
-    model.fit(pipeline.images(x, y, 8), epochs=1, verbose=0)
+    model.fit(pipeline.image_batches(x, y, 8), epochs=1, verbose=0)
     changed = lambda layer: any(not np.array_equal(before[id(v)], keras.ops.convert_to_numpy(v))  # noqa: E731
                                 for v in layer.weights)
     assert changed(conv_top)
@@ -128,13 +128,13 @@ def test_cached_features_give_the_same_head_as_the_in_loop_path():
         model, head = models.build_model(trunk, 10, 16, 0.2)
         initial = [keras.ops.convert_to_numpy(w).copy() for w in head.weights]
         if cached:
-            f = predict(trunk, x, 16)
+            f = predict_images(trunk, x, 16)
             assert np.abs(f).mean() > 1e-3
             models.compile_model(head, 1e-2)
-            fit(head, pipeline.features(f, y, 8, shuffle_seed=5), pipeline.features(f, y, 8), 2, 5)
+            fit(head, pipeline.feature_batches(f, y, 8, shuffle_seed=5), pipeline.feature_batches(f, y, 8), 2, 5)
         else:
             models.compile_model(model, 1e-2)
-            fit(model, pipeline.images(x, y, 8, shuffle_seed=5), pipeline.images(x, y, 8), 2, 5)
+            fit(model, pipeline.image_batches(x, y, 8, shuffle_seed=5), pipeline.image_batches(x, y, 8), 2, 5)
         heads.append([keras.ops.convert_to_numpy(w) for w in head.weights])
     for a, b in zip(*heads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

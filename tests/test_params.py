@@ -5,6 +5,7 @@
 function, then read the file with core.params.load, for every numeric param.
 One e2e test runs the real `dvc exp run -S`.
 """
+import copy
 import math
 import re
 import shutil
@@ -16,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, run_cmd
-from core import params as P
-from test_bad_inputs import run_stage
 from core.cli import report
-from core.params import NUMBERS, OPTIONAL_NUMBERS, ParamError
+from core.params import (KEYS, NUMBERS, OPTIONAL_NUMBERS, TFLITE_KINDS, ParamError, check_number, check_section, get, load,
+                         spec_number, subset)
+from test_bad_inputs import run_stage
 
 FAST = settings(max_examples=15, deadline=None)
 
@@ -38,7 +39,7 @@ def numeric(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-DEFAULTS = P.load(ROOT / "params.yaml")
+DEFAULTS = load(ROOT / "params.yaml")
 NUMERIC_DEFAULTS = {k: v for k, v in leaves(DEFAULTS) if numeric(v)}
 
 
@@ -48,14 +49,14 @@ def apply_overrides(tmp_path, overrides):
     path = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", path)
     dvc_apply(str(path), overrides)
-    return P.load(path)
+    return load(path)
 
 
 def test_every_numeric_param_has_a_range():
     # compare.* are bench.compare's (null: no limit), the sizes are OPTIONAL_NUMBERS
     assert set(NUMERIC_DEFAULTS) - set(NUMBERS) - set(OPTIONAL_NUMBERS) == set()
     for key in NUMBERS:
-        P.spec_number(DEFAULTS, key)  # every default passes its own check
+        spec_number(DEFAULTS, key)  # every default passes its own check
 
 
 def test_defaults_round_trip_through_dvc_set(tmp_path):
@@ -64,14 +65,14 @@ def test_defaults_round_trip_through_dvc_set(tmp_path):
         overrides = [f"{k}={text(v)}" for k, v in NUMERIC_DEFAULTS.items()]
         back = apply_overrides(tmp_path, overrides)
         for key, value in NUMERIC_DEFAULTS.items():
-            assert P.spec_number(back, key) == value, (key, text(value), P.get(back, key))
+            assert spec_number(back, key) == value, (key, text(value), get(back, key))
 
 
 def test_small_learning_rate_written_by_dvc_is_a_float(tmp_path):
     for text in ("0.00001", "1e-5", "1e-05", "1.0E-5"):
         back = apply_overrides(tmp_path, [f"train.fine_tune.learning_rate={text}"])
         assert (tmp_path / "params.yaml").read_text().count("learning_rate: 1e-05") == 1
-        assert P.spec_number(back, "train.fine_tune.learning_rate") == 1e-5
+        assert spec_number(back, "train.fine_tune.learning_rate") == 1e-5
         # The bug this fixes: PyYAML (YAML 1.1) reads the same line as the string '1e-05'.
         assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["fine_tune"]["learning_rate"] == "1e-05"
 
@@ -90,7 +91,7 @@ def test_any_value_in_range_round_trips_through_dvc_set(tmp_path_factory, values
     tmp_path = tmp_path_factory.mktemp("p")
     back = apply_overrides(tmp_path, [f"{k}={text(v)}" for k, v in values.items()])
     for key, value in values.items():
-        got = P.spec_number(back, key)
+        got = spec_number(back, key)
         assert got == value and (isinstance(got, int) or not NUMBERS[key][2]), (key, text(value), got)
 
 
@@ -106,7 +107,7 @@ def test_nan_and_infinity_are_refused_for_every_numeric_key(tmp_path_factory, ke
     target[last] = "PLACEHOLDER"
     path.write_text(yaml.safe_dump(data).replace("PLACEHOLDER", text))
     with pytest.raises(ParamError, match=re.escape(f"`{key}` is ") + r"(NaN|-?inf)"):
-        P.spec_number(P.load(path), key)
+        spec_number(load(path), key)
 
 
 @FAST
@@ -117,7 +118,7 @@ def test_any_value_either_passes_its_range_or_names_the_key(key, value):
     """Whatever a params value is, the check returns a finite number in range or one line naming the key."""
     low, high, integer = NUMBERS[key]
     try:
-        got = P.check_number(value, key, low, high, integer)
+        got = check_number(value, key, low, high, integer)
     except ParamError as e:
         assert f"`{key}`" in str(e) and "\n" not in str(e)
         return
@@ -125,9 +126,9 @@ def test_any_value_either_passes_its_range_or_names_the_key(key, value):
 
 
 def test_integral_float_for_integer_key_becomes_int():
-    assert P.check_number(1e3, "seed", 0, 10 ** 6, integer=True) == 1000
+    assert check_number(1e3, "seed", 0, 10 ** 6, integer=True) == 1000
     with pytest.raises(ParamError, match=r"`seed` must be an integer, got 1.5"):
-        P.check_number(1.5, "seed", 0, 10, integer=True)
+        check_number(1.5, "seed", 0, 10, integer=True)
 
 
 @pytest.mark.parametrize("key, value, match", [
@@ -144,7 +145,7 @@ def test_numbers_past_a_library_limit_are_refused(key, value, match):
     parent, _, last = key.rpartition(".")
     (params[parent] if parent else params)[last] = value
     with pytest.raises(ParamError, match=match):
-        P.spec_number(params, key)
+        spec_number(params, key)
 
 
 @pytest.mark.parametrize("key, value, match", [
@@ -164,11 +165,11 @@ def test_tuning_ranges_keras_tuner_rejects_are_refused(key, value, match):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["tune"][key.split(".")[1]] = value
     with pytest.raises(ParamError, match=match):
-        P.check_section(params, "tune")
+        check_section(params, "tune")
 
 
 def test_default_tuning_space_passes():
-    checked = P.check_section(DEFAULTS, "tune")
+    checked = check_section(DEFAULTS, "tune")
     assert checked["tune.units"] == [0, 128, 256, 512] and checked["tune.learning_rate"] == [0.0001, 0.01]
 
 
@@ -198,7 +199,7 @@ def test_bad_params_file_is_named(tmp_path, case):
     elif content is not None:
         path.write_text(content)
     with pytest.raises(ParamError, match=match) as e:
-        P.load(path)
+        load(path)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "pwned").exists()
 
@@ -229,8 +230,8 @@ def test_cli_reports_environment_errors_and_keeps_bugs():
 def test_dvc_exp_run_set_small_float_reaches_the_stage(project):
     """The real `dvc exp run -S` writes 1e-05; a stage reading params with core.params gets the float."""
     (project / "show_lr.py").write_text(
-        "from core import params as P\n"
-        "print('LR', repr(P.spec_number(P.load(), 'train.fine_tune.learning_rate')))\n")
+        "from core.params import load, spec_number\n"
+        "print('LR', repr(spec_number(load(), 'train.fine_tune.learning_rate')))\n")
     (project / "dvc.yaml").write_text(
         "stages:\n  show:\n    cmd: python show_lr.py > lr.txt\n    deps: [show_lr.py, core/params.py]\n"
         "    params: [train.fine_tune.learning_rate]\n    outs: [lr.txt]\n")
@@ -245,14 +246,37 @@ def test_dvc_exp_run_set_small_float_reaches_the_stage(project):
 
 @FAST
 @given(st.one_of(st.none(), st.text(max_size=5), st.integers(),
-                 st.lists(st.one_of(st.sampled_from(P.TFLITE_KINDS + ("FP32", "int4")), st.integers(), st.none(),
+                 st.lists(st.one_of(st.sampled_from(TFLITE_KINDS + ("FP32", "int4")), st.integers(), st.none(),
                                     st.lists(st.just("fp32"), max_size=1)), max_size=4)))
 def test_tflite_kinds_are_a_list_of_distinct_known_exports_or_one_line_naming_the_key(value):
     try:
-        got = P.subset({"profile": {"tflite": value}}, "profile.tflite", P.TFLITE_KINDS)
+        got = subset({"profile": {"tflite": value}}, "profile.tflite", TFLITE_KINDS)
     except ParamError as e:
         assert "`profile.tflite`" in str(e) and "\n" not in str(e)
-        assert value and value != [] and not (isinstance(value, list) and set(map(str, value)) <= set(P.TFLITE_KINDS)
+        assert value and value != [] and not (isinstance(value, list) and set(map(str, value)) <= set(TFLITE_KINDS)
                                               and len(set(map(str, value))) == len(value))
         return
-    assert got == (value or []) and set(got) <= set(P.TFLITE_KINDS) and len(set(got)) == len(got)
+    assert got == (value or []) and set(got) <= set(TFLITE_KINDS) and len(set(got)) == len(got)
+
+
+def test_the_key_table_is_params_yaml():
+    """KEYS lists exactly the keys of the committed params.yaml, section by section (no drift either way)."""
+    for section, keys in KEYS.items():
+        assert set(get(DEFAULTS, section)) == set(keys), section
+    nested = {f"{s}.{k}" for s in DEFAULTS if isinstance(DEFAULTS[s], dict)
+              for k, v in DEFAULTS[s].items() if isinstance(v, dict)}
+    assert {s for s in DEFAULTS if isinstance(DEFAULTS[s], dict)} | nested == set(KEYS)
+
+
+@FAST
+@given(st.sampled_from(sorted(KEYS)),
+       st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
+def test_an_unknown_key_in_any_section_is_refused_by_its_check(section, key):
+    """Every stage checks its sections with check_section, so a misspelt key anywhere stops it, named."""
+    params = copy.deepcopy(DEFAULTS)
+    get(params, section)[key] = 1
+    top = section.split(".")[0]
+    if key in KEYS[section]:
+        return  # a known key, not a misspelling
+    with pytest.raises(ParamError, match=re.escape(f"unknown key `{section}.{key}`")):
+        check_section(params, top)

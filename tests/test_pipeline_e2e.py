@@ -83,7 +83,7 @@ def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, st
     from standin_weights import subprocess_env
     tiny_pipeline_params(project, tmp_path, weights="imagenet", image_size=96)
     env = subprocess_env(standin_dir, tmp_path / "site")
-    for name in (n for n, e in REGISTRY.items() if e.pretrained):
+    for name in (n for n, e in REGISTRY.items() if e.two_phase):
         exports = "[fp32]" if name == "mobilenetv2" else "[]"  # a TFLite conversion of the big ones takes ~30 s
         out = dvc(project, "exp", "run", "-n", name, "-S", f"model={name}", "-S", f"profile.tflite={exports}", env=env)
         assert "could not get ImageNet weights" not in out.stderr

@@ -21,7 +21,7 @@ from PIL import Image
 
 from core.data import CIFAR10_CLASSES
 from core.io import load_npz
-from core.training import predict
+from core.training import predict_images
 from stages import download_cifar10, features, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,5 +75,5 @@ def test_readme_snippet_classifies_a_real_jpeg(tmp_path, monkeypatch, params):
     test = load_npz("data/cifar10/test.npz")
     pixels = np.asarray(Image.open(jpeg).convert("RGB"))
     row = int(np.flatnonzero((test["x"] == pixels).all(axis=(1, 2, 3)))[0])  # the image as the stage decoded it
-    probs = predict(keras.models.load_model("models/model.keras"), test["x"][row:row + 1], 1)[0]
+    probs = predict_images(keras.models.load_model("models/model.keras"), test["x"][row:row + 1], 1)[0]
     assert printed == f"{CIFAR10_CLASSES[probs.argmax()]} ({probs.max():.0%})"

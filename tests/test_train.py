@@ -43,7 +43,7 @@ def test_every_entry_builds_and_trains(workdir, name):
     info = json.loads(open("data/features/info.json").read())
     metrics = json.loads(open("metrics/train.json").read())
     assert metrics["model"] == info["model"] == name
-    if REGISTRY[name].pretrained:
+    if REGISTRY[name].two_phase:
         assert load_npz("data/features/train.npz")["x"].shape[0] == 40
         assert metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1 and metrics["unfrozen_layers"] > 0
     else:
@@ -60,10 +60,10 @@ def test_every_entry_builds_and_trains(workdir, name):
     val = load_npz("data/cifar10/val.npz")
     assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     steps = open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()
-    assert len(steps) == 1 + (2 if REGISTRY[name].pretrained else 1)  # header + one row per epoch
+    assert len(steps) == 1 + (2 if REGISTRY[name].two_phase else 1)  # header + one row per epoch
 
 
-PRETRAINED = [name for name, e in REGISTRY.items() if e.pretrained]
+PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
