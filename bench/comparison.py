@@ -49,8 +49,8 @@ COLUMNS = {
 LABELS = {name: column[1] for name, column in COLUMNS.items()}
 FORMATS = {name: column[2] if len(column) > 2 else ".2f" for name, column in COLUMNS.items()}
 MAIN_COLUMNS = [c for c in COLUMNS if not c.startswith(("tflite_", "subset_", "cifar10c_"))]
-# Condition column -> exp_show keys, the first present wins: the size a model really ran at (basecnn: 32) before
-# the param; params.yaml's `weights` before train.json's copy.
+# Condition column -> exp_show keys, the first with a value wins: the image size a model really ran at (the
+# metrics files'; basecnn: 32) before the param; params.yaml's `weights` before train.json's copy.
 CONDITIONS = {"weights": ("params.yaml:weights", "weights"),
               "image_size_px": ("image_size", "params.yaml:image_size"),
               "cifar10_format": ("cifar10.format",), "train_fraction": ("cifar10.train_fraction",),
@@ -120,6 +120,8 @@ def conditions_text(table):
     """What the figures were measured under, read from the experiments: the value most models share, the
     others' in parentheses."""
     ok = table[table.status == "ok"]
+    if ok.empty:
+        return "n/a (no model has results)"
 
     def shared(column, show=str):
         values = ok[column].map(lambda v: NA if pd.isna(v) else show(v))
