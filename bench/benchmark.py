@@ -15,9 +15,10 @@ import argparse
 import subprocess
 import sys
 
-from bench import compare
+from bench.compare import exp_records
+from bench.comparison import MODELS, comparison_table, constraints
+from bench.compare import main as compare
 from core import StageError
-from core import compare as C
 
 LOG_LINES = 40  # of a failed model's log shown here; `dvc queue logs <model>` has all of it
 
@@ -27,16 +28,12 @@ def dvc(*args, capture=True):
     return subprocess.run([sys.executable, "-m", "dvc", *args], text=True, capture_output=capture)
 
 
-def ours(records, names):
-    """HEAD's experiments (and queue entries) named like the models, by state."""
-    return {r["Experiment"]: r.get("State") for r in records if r.get("Experiment") in names}
-
-
 def clear(names):
-    """Remove earlier experiments of these names on this commit: `-n` refuses a name in use, and
-    `-f` would rerun every stage (the downloads too). Each `exp remove` drops one entry per name."""
+    """Remove earlier experiments of these names on this commit: `-n` refuses a name in use, and `-f` would
+    rerun every stage (the downloads too). Each `exp remove` drops one entry per name (an experiment and one
+    queue entry), so it is repeated while entries of these names are left."""
     for _ in range(20):
-        found = ours(compare.exp_records(), names)
+        found = {r["Experiment"]: r.get("State") for r in exp_records() if r.get("Experiment") in names}
         busy = [n for n, state in found.items() if state in ("Queued", "Running")]
         if busy:
             raise StageError(f"experiment(s) {', '.join(busy)} still queued or running (dvc queue status); "
@@ -62,20 +59,21 @@ def log_tail(name):
     return "\n".join(lines[-LOG_LINES:])
 
 
-def main(params, names=C.MODELS, overrides=()):
-    C.constraints(params)  # a bad compare.* stops here, before any training
+def main(params, names=MODELS, overrides=()):
+    constraints(params)  # a bad compare.* stops here, before any training
     clear(names)
     for name in names:
         queue(name, overrides)
     # Exits 0 even when an experiment failed: those are found below.
     if dvc("exp", "run", "--run-all", "-j", "1", capture=False).returncode:
         raise StageError("dvc exp run --run-all failed (see above); `dvc queue status` shows what ran")
-    records = compare.exp_records()
-    failed = [r["model"] for r in C.rows(records, names) if r["status"] != "ok"]
+    records = exp_records()
+    status = comparison_table(records, names).status
+    failed = list(status.index[status != "ok"])
     for name in failed:
         print(f"\n=== {name} failed; last lines of `dvc queue logs {name}`:\n{log_tail(name)}\n", file=sys.stderr)
     if len(failed) < len(names):
-        compare.main(params, records, names)
+        compare(params, records, names)
     if failed:
         raise StageError(f"{len(failed)} of {len(names)} model(s) failed: {', '.join(failed)} (logs above)")
 
@@ -83,7 +81,7 @@ def main(params, names=C.MODELS, overrides=()):
 if __name__ == "__main__":
     from core.cli import run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(C.MODELS), choices=C.MODELS, metavar="NAME")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="NAME")
     ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="key=value",
                     help="passed to every `dvc exp run` (as `dvc exp run -S`)")
     args = ap.parse_args()

@@ -20,3 +20,32 @@ def test_projection_scales_rates_to_the_full_splits():
     # each phase-2 epoch trains on train and runs the classifier over val
     assert p["fine_tune_s"] == pytest.approx(5 * (SPLITS["train"] / 100 + SPLITS["val"] / 250))
     assert p["evaluate_s"] == pytest.approx(SPLITS["test"] / 250)
+
+
+def test_benchmark_clear_removes_every_earlier_entry_of_the_names_and_refuses_a_queued_one(monkeypatch):
+    """`dvc exp remove NAME` drops one entry per name (DVC keeps a failed queue entry beside an experiment of
+    the same name), so clear repeats it until none of the names is left, and never touches other names."""
+    import subprocess
+
+    from bench import benchmark
+    from core import StageError
+    entries = [{"Experiment": "basecnn", "State": "Success"}, {"Experiment": "basecnn", "State": "Failed"},
+               {"Experiment": "mobilenetv2", "State": "Success"}, {"Experiment": "mine", "State": "Success"},
+               {"Experiment": None, "State": None}]
+    calls = []
+
+    def dvc(*args, capture=True):
+        calls.append(args)
+        for name in args[2:]:
+            entries.remove(next(e for e in entries if e["Experiment"] == name))
+        return subprocess.CompletedProcess(args, 0, "", "")
+    monkeypatch.setattr(benchmark, "exp_records", lambda: list(entries))
+    monkeypatch.setattr(benchmark, "dvc", dvc)
+    benchmark.clear(("basecnn", "mobilenetv2"))
+    assert calls == [("exp", "remove", "basecnn", "mobilenetv2"), ("exp", "remove", "basecnn")]
+    assert [e["Experiment"] for e in entries] == ["mine", None]
+
+    entries.append({"Experiment": "basecnn", "State": "Queued"})
+    with pytest.raises(StageError, match=r"experiment\(s\) basecnn still queued or running"):
+        benchmark.clear(("basecnn", "mobilenetv2"))
+    assert len(calls) == 2

@@ -3,109 +3,146 @@ import copy
 import csv
 import io
 import json
+import math
 import shutil
 import sys
 
+import pandas as pd
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bench.comparison import (COLUMNS, CORRUPTIONS, LIMITS, MODELS, comparison_table, conditions_text, constraints,
+                              explain, finite, main_table, pareto_front, recommend, tflite_table)
 from conftest import ROOT, run_cmd
-from core import compare as C
-from core.params import ParamError
+from core.params import TFLITE_KINDS, ParamError
 
 
-def record(name, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss=800.0, state="Success", **extra):
+def record(name, val=None, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss=800.0, state="Success", **extra):
     """One experiment as dvc.api.exp_show returns it: flat keys, the file named only where a key
-    is in several files, missing figures as None."""
+    is in several files, missing figures as None. Validation accuracy is test's unless given."""
     r = {"Experiment": name, "rev": "abc1234", "typ": "branch_commit", "State": state,
-         "test.accuracy": test, "test.loss": 0.35, "cinic10.accuracy": cinic,
-         "accuracy_drop": None if cinic is None else test - cinic,
+         "val_accuracy": test if val is None else val, "test.accuracy": test, "test.loss": 0.35,
+         "cinic10.accuracy": cinic, "accuracy_drop": None if cinic is None else test - cinic,
          "latency_p50_ms": p50, "latency_p90_ms": p90, "throughput_ips": 400.0, "size_mb": size, "weights_mb": 9.0,
          "peak_rss_mb": rss, "gflops_per_image": 0.3, "train_time_s": 120.0,
          "metrics/train.json:params_total": 2.5e6, "metrics/profile.json:params_total": 2.5e6,
          "keras_accuracy_on_eval_images": 0.9, "params.yaml:model": name, "params.yaml:weights": "imagenet",
+         "metrics/train.json:weights": "imagenet", "params.yaml:image_size": 96.0,
+         "metrics/train.json:image_size": 32.0 if name == "basecnn" else 96.0,
+         "cifar10.format": "binary", "cifar10.train_fraction": 1.0, "cinic10.urls": "['https://x/CINIC-10.tar.gz']",
          "conditions.cpu": "Test CPU", "conditions.usable_cores": 2.0, "conditions.tensorflow": "2.21.0"}
-    for kind in C.TFLITE_KINDS:
+    for kind in TFLITE_KINDS:
         r |= {f"tflite_{kind}_size_mb": size / 2, f"tflite_{kind}_latency_p50_ms": p50, f"tflite_{kind}_accuracy": 0.89}
     return r | extra
 
 
-def table(*records):
-    return C.rows(list(records), [r["Experiment"] for r in records])
+def rows_of(*records):
+    return comparison_table(list(records), [r["Experiment"] for r in records])
+
+
+def ranked(rec):
+    return list(rec.ranking.index)
 
 
 # Three models, each best at something: accurate and slow, balanced, small and fast.
-THREE = {"big": dict(test=0.95, cinic=0.80, p90=30.0, size=90.0, rss=1500.0),
-         "mid": dict(test=0.92, cinic=0.75, p90=10.0, size=14.0, rss=700.0),
-         "small": dict(test=0.80, cinic=0.55, p90=2.0, size=1.0, rss=400.0)}
+THREE = {"big": dict(val=0.94, test=0.95, cinic=0.80, p90=30.0, size=90.0, rss=1500.0),
+         "mid": dict(val=0.91, test=0.92, cinic=0.75, p90=10.0, size=14.0, rss=700.0),
+         "small": dict(val=0.79, test=0.80, cinic=0.55, p90=2.0, size=1.0, rss=400.0)}
 SET = tuple(record(name, **figures) for name, figures in THREE.items())
 
 
 def test_rows_read_exp_show_records_in_the_units_their_columns_name():
     failed = {"Experiment": "broken", "State": "Failed", "test.accuracy": "!", "size_mb": "!"}
-    a = record("a")
+    a = record("a", val=0.88)
     a["metrics/profile.json:size_mb"] = a.pop("size_mb")  # as exp_show names it once another file has size_mb
-    rows = C.rows([a, failed], ["a", "broken", "absent"])
-    a = rows[0]
-    assert a["status"] == "ok" and a["test_accuracy_pct"] == pytest.approx(90.0)
-    assert a["accuracy_drop_pp"] == pytest.approx(20.0) and a["params_m"] == pytest.approx(2.5)
-    assert a["size_mb"] == 10.0 and a["tflite_int8_accuracy_pct"] == pytest.approx(89.0)
-    assert [r["status"] for r in rows] == ["ok", "failed", "not found"]
-    assert all(rows[1][c.name] is None for c in C.COLUMNS)
-    # DVC's ways of saying "not measured" are all None, never 0.
-    assert [C.number(v) for v in (None, "None", "!", "True", True, float("nan"), "0.5", 0)] == \
-        [None, None, None, None, None, None, 0.5, 0.0]
+    rows = comparison_table([a, failed], ["a", "broken", "absent"])
+    a = rows.loc["a"]
+    assert a.status == "ok" and a.test_accuracy_pct == pytest.approx(90.0) and a.val_accuracy_pct == pytest.approx(88.0)
+    assert a.accuracy_drop_pp == pytest.approx(20.0) and a.params_m == pytest.approx(2.5)
+    assert a.size_mb == 10.0 and a.tflite_int8_accuracy_pct == pytest.approx(89.0)
+    assert list(rows.status) == ["ok", "failed", "not found"]
+    assert rows.loc[["broken", "absent"], list(COLUMNS)].isna().all().all()
+    # DVC's ways of saying "not measured" are all NaN, never 0.
+    got = finite(pd.DataFrame({"x": [None, "None", "!", "True", True, float("nan"), float("inf"), "0.5", 0]})).x
+    assert [None if math.isnan(x) else x for x in got] == [None] * 7 + [0.5, 0.0]
 
 
 def test_recommendation_changes_as_a_constraint_is_tightened():
-    rows = table(*SET)
-    assert C.recommend(rows, {}).model == "big"
+    rows = rows_of(*SET)
+    assert recommend(rows, {}).model == "big"
 
-    rec = C.recommend(rows, {"max_latency_ms": 20})
-    assert rec.model == "mid" and [m for m, _ in rec.ranking] == ["mid", "small"]
-    (why,) = rec.ruled_out["big"]
-    assert (why.key, why.figure, why.limit) == ("max_latency_ms", 30.0, 20)
-    assert str(why) == "batch-1 latency p90 30.00 ms > limit 20 ms (compare.max_latency_ms)"
-
-    rec = C.recommend(rows, {"max_latency_ms": 20, "max_size_mb": 5})
+    rec = recommend(rows, {"max_latency_ms": 20})
+    assert rec.model == "mid" and ranked(rec) == ["mid", "small"]
+    assert rec.ruled_out["big"] == [("max_latency_ms", "batch-1 latency p90 30.00 ms > limit 20 ms "
+                                                       "(compare.max_latency_ms)")]
+    rec = recommend(rows, {"max_latency_ms": 20, "max_size_mb": 5})
     assert rec.model == "small"
-    assert [o.key for o in rec.ruled_out["mid"]] == ["max_size_mb"]
-    assert {o.key for o in rec.ruled_out["big"]} == {"max_latency_ms", "max_size_mb"}
+    assert [key for key, _ in rec.ruled_out["mid"]] == ["max_size_mb"]
+    assert {key for key, _ in rec.ruled_out["big"]} == {"max_latency_ms", "max_size_mb"}
 
-    assert C.recommend(rows, {"max_peak_rss_mb": 800}).model == "mid"
+    assert recommend(rows, {"max_peak_rss_mb": 800}).model == "mid"
 
 
 def test_a_limit_on_an_unmeasured_figure_rules_the_model_out_and_says_so():
-    rows = table(record("a", p90=None), record("b", p90=8.0, test=0.5, cinic=0.4))
-    rec = C.recommend(rows, {"max_latency_ms": 10})
+    rows = rows_of(record("a", p90=None), record("b", p90=8.0, test=0.5, cinic=0.4))
+    rec = recommend(rows, {"max_latency_ms": 10})
     assert rec.model == "b"
-    assert str(rec.ruled_out["a"][0]) == "batch-1 latency p90 not measured (limit 10 ms, compare.max_latency_ms)"
-    assert C.recommend(rows, {}).model == "a"  # without a limit, latency does not matter
+    assert rec.ruled_out["a"][0][1] == "batch-1 latency p90 not measured (limit 10 ms, compare.max_latency_ms)"
+    assert recommend(rows, {}).model == "a"  # without a limit, latency does not matter
 
 
-def test_ranking_is_on_cinic_accuracy_and_falls_back_to_test_accuracy_without_it():
-    robust = record("robust", test=0.90, cinic=0.80)
-    brittle = record("brittle", test=0.95, cinic=0.60)
-    rec = C.recommend(table(robust, brittle), {"rank_by": "cinic10_accuracy"})
-    assert (rec.model, rec.rank_by, rec.fallback) == ("robust", "cinic10_accuracy_pct", None)
-    assert C.recommend(table(robust, brittle), {"rank_by": "test_accuracy"}).model == "brittle"
+def test_ranking_is_on_validation_accuracy_by_default_with_the_held_out_figures_beside_it():
+    # `lucky` is best on the test set, `steady` on the validation split: selection must not look at test.
+    rows = rows_of(record("steady", val=0.90, test=0.88, cinic=0.70), record("lucky", val=0.86, test=0.91, cinic=None))
+    rec = recommend(rows, {})
+    assert (rec.model, rec.rank_by, rec.fallback) == ("steady", "val_accuracy_pct", None)
+    assert recommend(rows, {"rank_by": "val_accuracy"}).model == "steady"
+    text = explain(rec)
+    assert text.splitlines()[0] == ("Recommended: steady, the highest CIFAR-10 val accuracy (90.00 %) of the 2 "
+                                    "model(s) within the limits (no limits). Its held-out accuracy: CIFAR-10 test "
+                                    "88.00 %, CINIC-10 70.00 %, CIFAR-10-C n/a.")
+    assert "Runners-up: lucky (86.00 %)." in text and "optimistic" not in text
 
-    rows = table(record("robust", test=0.90, cinic=None), record("brittle", test=0.95, cinic=None))
-    rec = C.recommend(rows, {"rank_by": "cinic10_accuracy"})
-    assert (rec.model, rec.rank_by) == ("brittle", "test_accuracy_pct")
-    assert "CINIC-10 accuracy is n/a for robust, brittle" in rec.fallback
-    text = C.explain(rec)
-    assert text.startswith("Recommended: brittle, the highest CIFAR-10 test accuracy (95.00 %)")
-    assert "Ranked on CIFAR-10 test accuracy: CINIC-10 accuracy is n/a" in text
+
+def test_ties_go_to_the_faster_model_then_the_smaller_and_an_unmeasured_figure_loses_them():
+    tied = rows_of(record("slow", p90=9.0), record("unmeasured", p90=None), record("fast_big", p90=3.0, size=50.0),
+                   record("fast_small", p90=3.0, size=5.0))
+    assert ranked(recommend(tied, {})) == ["fast_small", "fast_big", "slow", "unmeasured"]
+
+
+@pytest.mark.parametrize("rank_by, winner, figure, held_out", [
+    ("test_accuracy", "lucky", "91.00", "CIFAR-10 test"),
+    ("cinic10_accuracy", "steady", "70.00", "CINIC-10"),
+    ("corruption_accuracy", "lucky", "60.00", "CIFAR-10-C")])
+def test_ranking_on_a_held_out_set_says_the_winners_figure_there_is_optimistic(rank_by, winner, figure, held_out):
+    rows = rows_of(record("steady", val=0.90, test=0.88, cinic=0.70, **{"corruptions.mean_accuracy": 0.5}),
+                   record("lucky", val=0.86, test=0.91, cinic=0.60, **{"corruptions.mean_accuracy": 0.6}))
+    rec = recommend(rows, {"rank_by": rank_by})
+    assert (rec.model, rec.rank_by, rec.fallback) == (winner, f"{rank_by}_pct", None)
+    assert (f"Selected on {held_out}, a held-out set: {winner}'s {figure} % there is optimistic, the best of 2 "
+            "model(s) on those same images; compare.rank_by: val_accuracy selects on the validation split"
+            ) in explain(rec)
+
+
+def test_ranking_on_a_shift_set_falls_back_to_validation_accuracy_without_it():
+    steady, lucky = record("steady", val=0.90, test=0.88, cinic=None), record("lucky", val=0.86, test=0.95, cinic=None)
+    rec = recommend(rows_of(steady, lucky), {"rank_by": "cinic10_accuracy"})
+    assert (rec.model, rec.rank_by) == ("steady", "val_accuracy_pct")
+    assert "CINIC-10 accuracy is n/a for steady, lucky" in rec.fallback
+    text = explain(rec)
+    assert text.startswith("Recommended: steady, the highest CIFAR-10 val accuracy (90.00 %)")
+    assert "Ranked on CIFAR-10 val accuracy: CINIC-10 accuracy is n/a" in text and "optimistic" not in text
 
     # One model without CINIC is enough: every model is ranked on the same figure.
-    rec = C.recommend(table(robust, record("brittle", test=0.95, cinic=None)), {})
-    assert (rec.model, rec.rank_by) == ("brittle", "test_accuracy_pct")
+    rec = recommend(rows_of(record("robust", val=0.5, cinic=0.9), steady), {"rank_by": "cinic10_accuracy"})
+    assert (rec.model, rec.rank_by) == ("steady", "val_accuracy_pct")
 
 
 def corrupted(clean, per_corruption):
     """The CIFAR-10-C figures of metrics/evaluate.json as exp_show flattens them (fractions)."""
-    by = dict(zip(C.CORRUPTIONS, per_corruption))
+    by = dict(zip(CORRUPTIONS, per_corruption))
     mean = sum(by.values()) / len(by)
     return {"corruptions.clean_accuracy": clean, "corruptions.mean_accuracy": mean,
             "corruptions.accuracy_drop": clean - mean, **{f"corruptions.by_corruption.{n}": a for n, a in by.items()}}
@@ -115,34 +152,34 @@ def test_corruption_columns_mce_against_basecnn_and_ranking_on_corrupted_accurac
     base = record("basecnn", test=0.80, **corrupted(0.80, [0.6] * 10 + [0.8] * 5))   # errors 0.4 and 0.2
     tough = record("tough", test=0.85, **corrupted(0.86, [0.8] * 10 + [0.9] * 5))    # half basecnn's errors
     fragile = record("fragile", test=0.95, **corrupted(0.95, [0.2] * 10 + [0.6] * 5))  # twice them
-    rows = table(base, tough, fragile)
-    assert [r["mce_pct"] for r in rows] == pytest.approx([100.0, 50.0, 200.0])
-    assert rows[1]["corruption_accuracy_pct"] == pytest.approx(100 * (8 + 4.5) / 15)
-    assert rows[1]["corruption_drop_pp"] == pytest.approx(86 - 100 * (8 + 4.5) / 15)
-    assert rows[1]["cifar10c_fog_accuracy_pct"] == pytest.approx(80.0)
-    rec = C.recommend(rows, {"rank_by": "corruption_accuracy"})
+    rows = rows_of(base, tough, fragile)
+    assert list(rows.mce_pct) == pytest.approx([100.0, 50.0, 200.0])
+    assert rows.loc["tough", "corruption_accuracy_pct"] == pytest.approx(100 * (8 + 4.5) / 15)
+    assert rows.loc["tough", "corruption_drop_pp"] == pytest.approx(86 - 100 * (8 + 4.5) / 15)
+    assert rows.loc["tough", "cifar10c_fog_accuracy_pct"] == pytest.approx(80.0)
+    rec = recommend(rows, {"rank_by": "corruption_accuracy"})
     assert (rec.model, rec.rank_by, rec.fallback) == ("tough", "corruption_accuracy_pct", None)
-    assert C.explain(rec).startswith("Recommended: tough, the highest CIFAR-10-C mean corruption accuracy (83.33 %)")
-    assert C.recommend(rows, {"rank_by": "test_accuracy"}).model == "fragile"
-    md = C.main_table(rows)
+    assert explain(rec).startswith("Recommended: tough, the highest CIFAR-10-C mean corruption accuracy (83.33 %)")
+    assert recommend(rows, {"rank_by": "test_accuracy"}).model == "fragile"
+    md = main_table(rows)
     assert "CIFAR-10-C mean corruption accuracy (%) | drop, clean − corrupted (pp) | mCE, basecnn = 100 (%)" in md
-    assert "| tough | 85.00 | 70.00 | 15.00 | 83.33 | 2.67 | 50.0 |" in md
+    assert "| tough | 85.00 | 85.00 | 70.00 | 15.00 | 83.33 | 2.67 | 50.0 |" in md
 
-    # Without basecnn's figures there is no mCE; without CIFAR-10-C, ranking falls back to test accuracy.
-    rows = table(record("basecnn"), tough, record("plain", test=0.99))
-    assert [r["mce_pct"] for r in rows] == [None, None, None]
-    rec = C.recommend(rows, {"rank_by": "corruption_accuracy"})
-    assert (rec.model, rec.rank_by) == ("plain", "test_accuracy_pct")
+    # Without basecnn's figures there is no mCE; without CIFAR-10-C, ranking falls back to validation accuracy.
+    rows = rows_of(record("basecnn"), tough, record("plain", test=0.99))
+    assert rows.mce_pct.isna().all()
+    rec = recommend(rows, {"rank_by": "corruption_accuracy"})
+    assert (rec.model, rec.rank_by) == ("plain", "val_accuracy_pct")
     assert rec.fallback == ("CIFAR-10-C mean corruption accuracy is n/a for basecnn, plain (no CIFAR-10-C: "
-                            "corruptions.per_class is 0?), so every model is ranked on CIFAR-10 test accuracy")
+                            "corruptions.per_class is 0?), so every model is ranked on CIFAR-10 val accuracy")
 
 
 def test_a_constraint_that_rules_out_everything_says_what_and_how_to_loosen_it():
-    rows = table(*SET, record("crashed", state="Failed"))
-    rec = C.recommend(rows, {"max_latency_ms": 1.5, "max_size_mb": None})
-    assert rec.model is None and rec.ranking == []
+    rows = rows_of(*SET, record("crashed", state="Failed"))
+    rec = recommend(rows, {"max_latency_ms": 1.5, "max_size_mb": None})
+    assert rec.model is None and rec.ranking.empty
     assert set(rec.ruled_out) == {"big", "mid", "small", "crashed"}
-    text = C.explain(rec)
+    text = explain(rec)
     assert text.splitlines()[0] == "No model meets every constraint (batch-1 latency p90 ≤ 1.5 ms)."
     assert "Loosen compare.max_latency_ms in params.yaml" in text
     assert "  small: batch-1 latency p90 2.00 ms > limit 1.5 ms (compare.max_latency_ms)" in text
@@ -150,24 +187,25 @@ def test_a_constraint_that_rules_out_everything_says_what_and_how_to_loosen_it()
 
 
 def test_pareto_front_on_a_known_set():
-    points = [("a", 1.0, 70.0), ("b", 2.0, 80.0), ("c", 3.0, 75.0),  # c: b is cheaper and better
-              ("d", 4.0, 90.0), ("e", 4.0, 85.0),                    # e: same cost as d, less accurate
-              ("f", 2.0, 80.0),                                      # f ties b: neither beats the other
-              ("g", None, 99.0), ("h", 0.5, None)]                   # not measured: not on the front
-    assert C.pareto_front(points) == ["a", "b", "f", "d"]
-    assert C.pareto_front([]) == []
-    assert C.pareto_front([(r["model"], r["latency_p90_ms"], r["test_accuracy_pct"]) for r in table(*SET)]) == \
-        ["small", "mid", "big"]
+    points = pd.DataFrame([("a", 1.0, 70.0), ("b", 2.0, 80.0), ("c", 3.0, 75.0),  # c: b is cheaper and better
+                           ("d", 4.0, 90.0), ("e", 4.0, 85.0),                    # e: same cost as d, less accurate
+                           ("f", 2.0, 80.0),                                      # f ties b: neither beats the other
+                           ("g", None, 99.0), ("h", 0.5, None)],                  # not measured: not on the front
+                          columns=["model", "cost", "benefit"]).set_index("model")
+    assert pareto_front(points, "cost", "benefit") == ["a", "b", "f", "d"]
+    assert pareto_front(points.iloc[:0], "cost", "benefit") == []
+    assert pareto_front(rows_of(*SET), "latency_p90_ms", "test_accuracy_pct") == ["small", "mid", "big"]
 
 
 UNITS = ("_pct", "_pp", "_nats", "_ms", "_ips", "_mb", "_m", "_s", "_per_image")
 
 
 def test_tables_name_units_and_show_missing_figures_as_na():
-    rows = table(record("a", cinic=None), record("b", state="Failed"))
-    parsed = list(csv.DictReader(io.StringIO(C.comparison_csv(rows))))
+    from bench.compare import comparison_csv
+    rows = rows_of(record("a", cinic=None), record("b", state="Failed"))
+    parsed = list(csv.DictReader(io.StringIO(comparison_csv(rows))))
     header = list(parsed[0])
-    assert header[:2] == ["model", "status"] and all(h.endswith(UNITS) for h in header[2:]), header
+    assert header[:3] == ["model", "status", "val_accuracy_pct"] and all(h.endswith(UNITS) for h in header[2:]), header
     assert {"test_accuracy_pct", "cinic10_accuracy_pct", "latency_p50_ms", "latency_p90_ms", "throughput_ips",
             "size_mb", "weights_mb", "peak_rss_mb", "params_m", "gflops_per_image", "train_time_s",
             "tflite_fp16_latency_p50_ms"} <= set(header)
@@ -175,19 +213,57 @@ def test_tables_name_units_and_show_missing_figures_as_na():
     assert parsed[0]["test_accuracy_pct"] == "90.0"
     assert parsed[1]["status"] == "failed" and set(list(parsed[1].values())[2:]) == {"n/a"}
 
-    md = C.main_table(rows)
+    md = main_table(rows)
     head, _, a, b = md.splitlines()
-    assert "CIFAR-10 test accuracy (%)" in head and "batch-1 latency p90 (ms)" in head and "size on disk (MB)" in head
+    assert "CIFAR-10 val accuracy (%) | CIFAR-10 test accuracy (%)" in head and "batch-1 latency p90 (ms)" in head
     cells = [c.strip() for c in a.split("|")[1:-1]]
-    assert cells[:4] == ["a", "90.00", "n/a", "n/a"]
+    assert cells[:5] == ["a", "90.00", "90.00", "n/a", "n/a"]
     assert b.startswith("| b (failed) | n/a |")
-    assert "| a | TFLite int8 | 5.00 | 5.00 | 89.00 |" in C.tflite_table(rows)
+    assert "| a | TFLite int8 | 5.00 | 5.00 | 89.00 |" in tflite_table(rows)
+
+
+def test_conditions_are_read_from_the_experiments_and_exceptions_named():
+    rows = rows_of(record("basecnn", cinic=None), record("mobilenetv2", cinic=None),
+                   record("densenet121", cinic=None, **{"params.yaml:weights": "none", "cifar10.train_fraction": 0.25}))
+    assert conditions_text(rows) == ("weights imagenet (densenet121 none (random init)); image size 96 px "
+                                     "(basecnn 32 px); CIFAR-10 binary at train_fraction 1 (densenet121 0.25); "
+                                     "CINIC-10 absent; CIFAR-10-C absent")
+    rows = rows_of(record("a", **{"params.yaml:weights": "/w/no_top.h5", **corrupted(0.9, [0.8] * 15)}))
+    assert conditions_text(rows).startswith("weights file no_top.h5; image size 96 px; ")
+    assert conditions_text(rows).endswith("; CINIC-10 present; CIFAR-10-C present")
+
+
+# Any figure may be missing, NaN, "!" or "None", any model may have failed, any limit may be set.
+FIGURE = st.one_of(st.sampled_from([None, "!", "None", float("nan")]), st.floats(0, 1), st.floats(0, 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(models=st.lists(st.fixed_dictionaries(
+           {"val": FIGURE, "test": FIGURE, "cinic": FIGURE, "p90": FIGURE, "size": FIGURE, "rss": FIGURE,
+            "state": st.sampled_from(["Success", "Success", "Failed", "Queued", None])}), min_size=1, max_size=5),
+       limits=st.fixed_dictionaries({key: st.one_of(st.none(), st.floats(0, 1)) for key in LIMITS}),
+       rank_by=st.sampled_from(["val_accuracy", "test_accuracy", "cinic10_accuracy", "corruption_accuracy"]))
+def test_any_records_rank_without_crashing_and_the_winner_meets_every_limit(models, limits, rank_by):
+    records = [record(f"m{i}", state=m["state"], cinic=None, **{
+        "val_accuracy": m["val"], "test.accuracy": m["test"], "cinic10.accuracy": m["cinic"],
+        "latency_p90_ms": m["p90"], "size_mb": m["size"], "peak_rss_mb": m["rss"]}) for i, m in enumerate(models)]
+    rows = comparison_table(records, [r["Experiment"] for r in records])
+    rec = recommend(rows, {**limits, "rank_by": rank_by})
+    text = explain(rec) + main_table(rows) + tflite_table(rows) + conditions_text(rows)
+    assert ("Recommended: " in text) == (rec.model is not None)
+    eligible = [m for m, r in rows.iterrows() if r.status == "ok" and not math.isnan(r[rec.rank_by]) and
+                all(limit is None or r[LIMITS[key][0]] <= limit for key, limit in limits.items())]
+    assert sorted(ranked(rec)) == sorted(eligible)
+    assert set(ranked(rec)) | set(rec.ruled_out) == set(rows.index)
+    if rec.model:
+        assert rows.loc[rec.model, rec.rank_by] == max(rows.loc[m, rec.rank_by] for m in eligible)
+        assert ("optimistic" in text) == (rec.rank_by != "val_accuracy_pct")
 
 
 def test_compare_params_are_checked(params):
-    assert C.constraints(params) == {"max_latency_ms": None, "max_size_mb": None, "max_peak_rss_mb": None,
-                                     "rank_by": "cinic10_accuracy"}  # params.yaml's own section
-    for key, value, says in (("rank_by", "cinic", "`compare.rank_by` is 'cinic'; allowed: cinic10_accuracy, "),
+    assert constraints(params) == {"max_latency_ms": None, "max_size_mb": None, "max_peak_rss_mb": None,
+                                   "rank_by": "val_accuracy"}  # params.yaml's own section
+    for key, value, says in (("rank_by", "cinic", "`compare.rank_by` is 'cinic'; allowed: val_accuracy, "),
                              ("max_size_mb", -1, "`compare.max_size_mb` is -1; must be in [0, inf]"),
                              ("max_latency_ms", "fast", "`compare.max_latency_ms` must be a number"),
                              ("max_latency_ms", float("nan"), "`compare.max_latency_ms` is NaN"),
@@ -195,37 +271,52 @@ def test_compare_params_are_checked(params):
         p = copy.deepcopy(params)
         p["compare"][key] = value
         with pytest.raises(ParamError, match="params.yaml: " + says.replace("[", r"\[").replace("]", r"\]")):
-            C.constraints(p)
+            constraints(p)
 
 
 def test_infinite_limit_means_no_limit(params):
     params["compare"]["max_size_mb"] = float("inf")
-    assert C.constraints(params)["max_size_mb"] == float("inf")
+    assert constraints(params)["max_size_mb"] == float("inf")
 
 
-def test_main_writes_the_reports_and_the_recommendation(params, tmp_path, capsys):
+def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, tmp_path, capsys, monkeypatch):
+    import matplotlib.figure
+    from PIL import Image
+
     from bench import compare
+    footers, savefig = [], matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: footers.append([t.get_text() for t in fig.texts]) or savefig(fig, *a, **k))
     records = [{"Experiment": None, "rev": "workspace", "test.accuracy": 0.5},  # baseline rows are not models
                *(record(name, **{**figures, "cinic": None}) for name, figures in THREE.items()),
                record("crashed", state="Failed")]
     params["compare"]["max_latency_ms"] = 20
     rec = compare.main(params, records, ("big", "mid", "small", "crashed"), tmp_path / "reports", tmp_path / "plots")
-    assert rec.model == "mid" and rec.rank_by == "test_accuracy_pct"
+    assert rec.model == "mid" and rec.rank_by == "val_accuracy_pct"
     out = capsys.readouterr().out
-    assert out.startswith("Recommended: mid, the highest CIFAR-10 test accuracy (92.00 %) of the 2 model(s) "
-                          "within the limits (batch-1 latency p90 ≤ 20 ms).")
+    assert out.startswith("Recommended: mid, the highest CIFAR-10 val accuracy (91.00 %) of the 2 model(s) "
+                          "within the limits (batch-1 latency p90 ≤ 20 ms). Its held-out accuracy: CIFAR-10 test "
+                          "92.00 %, CINIC-10 n/a, CIFAR-10-C n/a.")
     md = (tmp_path / "reports/comparison.md").read_text()
+    conditions = ("Conditions: weights imagenet; image size 96 px; CIFAR-10 binary at train_fraction 1; "
+                  "CINIC-10 absent; CIFAR-10-C absent")
+    assert md.splitlines()[2] == conditions + "."
     assert "Costs measured on Test CPU, 2 usable core(s), TensorFlow 2.21.0" in md
     assert "Recommended: mid" in md and "big: batch-1 latency p90 30.00 ms > limit 20 ms" in md
     assert "- crashed: failed; its log: `dvc queue logs crashed`" in md and "| crashed (failed) |" in md
     assert "mCE is the paper's mean corruption error" in md and "| n/a | n/a | n/a |" in md
     for name, _ in compare.FIGURES:
         assert f"](../plots/{name})" in md
-        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert Image.open(tmp_path / "plots" / name).text["Description"] == conditions  # travels with the file
+    assert footers == [[conditions]] * len(compare.FIGURES)  # and is drawn on the picture
     assert len((tmp_path / "reports/comparison.csv").read_text().splitlines()) == 5
+    sidecar = list(csv.DictReader(open(tmp_path / "reports/comparison_conditions.csv")))
+    assert [(r["model"], r["weights"], r["image_size_px"], r["cinic10"]) for r in sidecar] == \
+        [("big", "imagenet", "96.0", "absent"), ("mid", "imagenet", "96.0", "absent"),
+         ("small", "imagenet", "96.0", "absent"), ("crashed", "n/a", "n/a", "absent")]
     pareto = list(csv.DictReader(open(tmp_path / "plots/pareto.csv")))
-    assert [(p["model"], p["accuracy_measure"], p["on_latency_front"]) for p in pareto] == \
-        [("big", "test", "True"), ("mid", "test", "True"), ("small", "test", "True")]
+    assert [(p["model"], p["accuracy_pct"], p["accuracy_measure"], p["on_latency_front"]) for p in pareto] == \
+        [("big", "94.0", "val", "True"), ("mid", "91.0", "val", "True"), ("small", "79.0", "val", "True")]
     assert not list(tmp_path.glob("*/.*"))  # atomic writes left no temporary files
 
 
@@ -233,7 +324,7 @@ def test_main_without_any_results_stops_with_a_clear_error(params, tmp_path):
     from bench import compare
     from core import StageError
     with pytest.raises(StageError, match="no experiment named basecnn, .* has results at HEAD"):
-        compare.main(params, [record("basecnn", state="Failed")], C.MODELS, tmp_path / "r", tmp_path / "p")
+        compare.main(params, [record("basecnn", state="Failed")], MODELS, tmp_path / "r", tmp_path / "p")
     assert not list(tmp_path.iterdir())
 
 
@@ -252,7 +343,8 @@ if model == "densenet121":
     sys.exit("fake out of memory in densenet121")
 figures = {"basecnn": (0.7, 1.0, 1.2), "mobilenetv2": (0.9, 4.0, 9.5)}[model]
 os.makedirs("metrics", exist_ok=True)
-json.dump({"model": model, "train_time_s": 10.0, "params_total": 1000}, open("metrics/train.json", "w"))
+json.dump({"model": model, "train_time_s": 10.0, "params_total": 1000, "val_accuracy": figures[0] - 0.01},
+          open("metrics/train.json", "w"))
 json.dump({"test": {"accuracy": figures[0], "loss": 0.5}, "cinic10": {"available": False, "reason": "none"}},
           open("metrics/evaluate.json", "w"))
 json.dump({"model": model, "params_total": 1000, "latency_p50_ms": figures[1], "latency_p90_ms": figures[1] * 1.1,
@@ -285,8 +377,9 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     assert first.returncode == 1, first.stdout + first.stderr
     assert "error: 1 of 3 model(s) failed: densenet121 (logs above)" in first.stderr
     assert "=== densenet121 failed" in first.stderr and "fake out of memory in densenet121" in first.stderr
-    assert "Recommended: mobilenetv2, the highest CIFAR-10 test accuracy (90.00 %)" in first.stdout
-    assert "CINIC-10 accuracy is n/a for basecnn, mobilenetv2" in first.stdout
+    assert "Recommended: mobilenetv2, the highest CIFAR-10 val accuracy (89.00 %)" in first.stdout
+    assert "Its held-out accuracy: CIFAR-10 test 90.00 %, CINIC-10 n/a" in first.stdout
+    assert "; CINIC-10 absent; CIFAR-10-C absent." in (repo / "reports/comparison.md").read_text()
     assert runs.read_text() == "ran\n"  # the shared stage ran once; the run cache served the others
     rows = list(csv.DictReader(open(repo / "reports/comparison.csv")))
     assert [(r["model"], r["status"], r["latency_p50_ms"]) for r in rows] == \
@@ -303,6 +396,6 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
 
 
 def test_models_are_the_registry():
-    """core/compare.py names the models without importing TensorFlow; they must stay the registry's."""
+    """bench/comparison.py names the models without importing TensorFlow; they must stay the registry's."""
     from core.models import REGISTRY
-    assert C.MODELS == tuple(REGISTRY)
+    assert MODELS == tuple(REGISTRY)
