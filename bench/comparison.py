@@ -10,7 +10,7 @@ from typing import Optional
 import pandas as pd
 
 from core.corruptions import NAMES as CORRUPTIONS
-from core.params import TFLITE_KINDS, choice, get, known_keys, number
+from core.params import TFLITE_KINDS, check_section, choice, get, number
 
 # The registry of core/models.py, written out: importing it would load TensorFlow.
 MODELS = ("basecnn", "mobilenetv2", "resnet50v2", "efficientnetb0", "densenet121")
@@ -176,7 +176,7 @@ def pareto_front(frame, cost, benefit):
 def constraints(params):
     """compare.* from params.yaml, checked: a limit is a number >= 0 or null (no limit); `.inf` means no limit
     too, NaN is refused."""
-    known_keys(params, "compare", [*LIMITS, "rank_by"])
+    check_section(params, "compare")  # unknown keys (core.params.KEYS)
     out = {key: None if get(params, f"compare.{key}") is None else
            number(params, f"compare.{key}", 0, infinite=True) for key in LIMITS}
     return out | {"rank_by": choice(params, "compare.rank_by", RANK_BY)}
