@@ -13,12 +13,12 @@ Prints a markdown table and writes bench/results/growth.json.
 """
 import argparse
 import copy
-import json
 from pathlib import Path
 
 import yaml
 
 from bench.stages import time_stages
+from core.contracts import read_json
 from core.io import write_json
 from core.params import load as load_params
 
@@ -55,7 +55,7 @@ def main():
             runs, stats = time_stages(stages, list(stages), args.repeats)
             runs = {name: [r["wall_s"] for r in rs] for name, rs in runs.items()}
             median = {name: m["wall_s"] for name, m in stats.items()}
-            train = json.loads(Path("metrics/train.json").read_text())  # the phases' own fit times, last run
+            train = read_json("metrics/train.json", "train")  # the phases' own fit times, last run
             phases = {k: train[k] for k in ("frozen_time_s", "fine_tune_time_s", "scratch_time_s") if k in train}
             results.append({"setting": setting, "runs_s": runs, "median_s": median, "total_s": sum(median.values()),
                             "train_phases_s": phases})
