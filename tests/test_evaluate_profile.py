@@ -191,7 +191,9 @@ def test_profile_stage_writes_every_figure(workdir):
                 "params_total", "params_trainable", "flops_per_image", "size_mb", "weights_mb", "rss_after_load_mb",
                 "peak_rss_mb", "tflite_fp32_size_mb", "tflite_fp32_latency_p50_ms", "tflite_fp32_accuracy"):
         assert m[key] > 0 or key == "tflite_fp32_accuracy", key
-    assert m["peak_rss_mb"] >= m["rss_after_load_mb"]  # a high-water mark of the process that loaded the model
+    # A high-water mark of the process that loaded the model. Linux updates it lazily: read at once after a
+    # reading of RSS it can be a fraction of a MB below it (0.07 MB seen), hence the 1 MB of slack.
+    assert m["peak_rss_mb"] >= m["rss_after_load_mb"] - 1
     assert m["latency_p50_ms"] <= m["latency_p90_ms"] <= m["latency_p99_ms"]
     # fp32 TFLite computes the same function: same predictions as Keras on the same images.
     assert m["tflite_fp32_accuracy"] == pytest.approx(m["keras_accuracy_on_eval_images"])

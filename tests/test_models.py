@@ -96,6 +96,7 @@ def test_pipelines_run_without_the_tf_data_autotuner():
         assert [len(b[0]) for b in ds] == [4, 4]
 
 
+@pytest.mark.slow
 def test_trunk_takes_raw_images_and_resizes_only_when_needed():
     names = lambda m: [layer.name for layer in m.layers]  # noqa: E731
     assert names(models.build_trunk("resnet50v2", (32, 32, 3), 64, "none")) == [
@@ -106,6 +107,7 @@ def test_trunk_takes_raw_images_and_resizes_only_when_needed():
     assert trunk.get_layer("resize").output.shape[1:3] == (32, 32)
 
 
+@pytest.mark.slow
 def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     keras.utils.set_random_seed(0)
     model, head = models.build_model(models.build_trunk("mobilenetv2", (32, 32, 3), 32, "none"), 10, 16, 0.0)
@@ -127,7 +129,7 @@ def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     before = {id(v): keras.ops.convert_to_numpy(v).copy() for layer in (conv_top, conv_low, *bn)
               for v in layer.weights}
     x, y = tiny(8)
-    model.fit(pipeline.images(x, y, 8), epochs=1, verbose=0)
+    model.fit(pipeline.images(x, y, 8), epochs=1, verbose=0, shuffle=False)  # a dataset shuffles itself
     changed = lambda layer: any(not np.array_equal(before[id(v)], keras.ops.convert_to_numpy(v))  # noqa: E731
                                 for v in layer.weights)
     assert changed(conv_top)
@@ -135,6 +137,7 @@ def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     assert not any(changed(layer) for layer in bn)
 
 
+@pytest.mark.slow
 def test_cached_features_give_the_same_head_as_the_in_loop_path():
     """Phase 1 on cached features == phase 1 with the frozen backbone run every step.
 
@@ -161,6 +164,8 @@ def test_cached_features_give_the_same_head_as_the_in_loop_path():
     assert not all(np.allclose(a, c) for a, c in zip(heads[0], initial))  # training did move the head
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras lists every layer of the wrong file
 def test_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
     keras.utils.set_random_seed(1)
     source = models.build_backbone("mobilenetv2", 32, "none")
