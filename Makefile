@@ -25,11 +25,11 @@ BENCHMARK_ARGS ?=
 benchmark: setup  ## all five backbones through the chain, then the comparison
 	python -m bench.benchmark $(BENCHMARK_ARGS)
 
-test: setup       ## unit + end-to-end tests (a few minutes on 2 cores)
+test: setup       ## every test: unit, slow and end-to-end (what CI runs)
 	python -m pytest
 
-test-fast: setup  ## unit tests only
-	python -m pytest -m "not e2e"
+test-fast: setup  ## the unit tests not marked slow (no real backbones, no dvc runs)
+	python -m pytest -m "not e2e and not slow"
 
 setup: $(VENV)/installed
 

@@ -9,6 +9,11 @@ from core import StageError, hardware, models, pipeline
 from core.training import fit, predict_images
 
 
+def batches(ds):
+    """A dataset's batches joined back into arrays, one per element of its tuples."""
+    return [np.concatenate(parts) for parts in zip(*[[t.numpy() for t in batch] for batch in ds])]
+
+
 def tiny(n=40, size=32, seed=0):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8)
@@ -56,15 +61,30 @@ def test_preprocessing_that_is_not_per_channel_affine_is_refused():
         models.preprocessing_layer(np.sqrt)
 
 
-def test_pipeline_and_trunk_never_modify_the_raw_arrays():
-    x, y = tiny(8)
-    before = x.copy()
-    augment = pipeline.augmenter(True, 0.1, 0.1, seed=0)
-    batches = list(pipeline.image_batches(x, y, 4, shuffle_seed=1, augment=augment))
-    assert all(b.dtype == "uint8" and tuple(b.shape) == (4, 32, 32, 3) for b, _ in batches)  # what the model takes
-    for name in ("mobilenetv2", "densenet121"):
-        models.build_trunk(name, (32, 32, 3), 40, "none").predict(x, verbose=0)
-    np.testing.assert_array_equal(x, before)
+def test_image_batches_keep_their_labels_follow_the_seed_and_come_back_as_rounded_uint8():
+    """What `pipeline.image_batches` promises the recipe: images stay with their labels; one shuffle seed gives
+    one order, so phase 1 on cached features sees the examples in the order the in-loop path would;
+    augmented images are rounded and clipped back to uint8, what the model takes."""
+    x, _ = tiny(8)
+    y = np.arange(8, dtype=np.uint8)  # one label per image: a label says which image it came with
+    got_x, got_y = batches(pipeline.image_batches(x, y, 4))
+    np.testing.assert_array_equal(got_x, x)
+    assert got_y.tolist() == y.tolist()
+    got_x, order = batches(pipeline.image_batches(x, y, 4, shuffle_seed=1))
+    assert sorted(order.tolist()) == y.tolist() and order.tolist() != y.tolist()  # shuffled, nothing lost
+    np.testing.assert_array_equal(got_x, x[order])
+    cached = pipeline.feature_batches(np.arange(8, dtype=np.float32)[:, None], y, 4, shuffle_seed=1)  # row i holds i
+    features, feature_order = batches(cached)
+    assert feature_order.tolist() == order.tolist() and features[:, 0].tolist() == order.tolist()
+
+    # An augmentation that adds 0.6 (or takes it away): rounded, not truncated; clipped to 0..255.
+    x[0, 0, 0] = [0, 255, 128]
+    for shift, expected in ((0.6, np.minimum(x.astype(int) + 1, 255)), (-0.6, np.maximum(x.astype(int) - 1, 0))):
+        got_x, _ = batches(pipeline.image_batches(x, y, 4, augment=lambda xb, training, s=shift: xb + s))
+        assert got_x.dtype == np.uint8
+        np.testing.assert_array_equal(got_x, expected)
+    got_x, _ = batches(pipeline.image_batches(x, y, 4, augment=pipeline.augmenter(True, 0.1, 0.1, seed=0)))
+    assert got_x.dtype == np.uint8 and got_x.shape == x.shape and not np.array_equal(got_x, x)
 
 
 def test_pipelines_run_without_the_tf_data_autotuner():
@@ -76,6 +96,7 @@ def test_pipelines_run_without_the_tf_data_autotuner():
         assert [len(b[0]) for b in ds] == [4, 4]
 
 
+@pytest.mark.slow
 def test_trunk_takes_raw_images_and_resizes_only_when_needed():
     names = lambda m: [layer.name for layer in m.layers]  # noqa: E731
     assert names(models.build_trunk("resnet50v2", (32, 32, 3), 64, "none")) == [
@@ -86,6 +107,7 @@ def test_trunk_takes_raw_images_and_resizes_only_when_needed():
     assert trunk.get_layer("resize").output.shape[1:3] == (32, 32)
 
 
+@pytest.mark.slow
 def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     keras.utils.set_random_seed(0)
     model, head = models.build_model(models.build_trunk("mobilenetv2", (32, 32, 3), 32, "none"), 10, 16, 0.0)
@@ -107,7 +129,7 @@ def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     before = {id(v): keras.ops.convert_to_numpy(v).copy() for layer in (conv_top, conv_low, *bn)
               for v in layer.weights}
     x, y = tiny(8)
-    model.fit(pipeline.image_batches(x, y, 8), epochs=1, verbose=0)
+    model.fit(pipeline.image_batches(x, y, 8), epochs=1, verbose=0, shuffle=False)  # a dataset shuffles itself
     changed = lambda layer: any(not np.array_equal(before[id(v)], keras.ops.convert_to_numpy(v))  # noqa: E731
                                 for v in layer.weights)
     assert changed(conv_top)
@@ -115,6 +137,7 @@ def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
     assert not any(changed(layer) for layer in bn)
 
 
+@pytest.mark.slow
 def test_cached_features_give_the_same_head_as_the_in_loop_path():
     """Phase 1 on cached features == phase 1 with the frozen backbone run every step.
 
@@ -141,6 +164,8 @@ def test_cached_features_give_the_same_head_as_the_in_loop_path():
     assert not all(np.allclose(a, c) for a, c in zip(heads[0], initial))  # training did move the head
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras lists every layer of the wrong file
 def test_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
     keras.utils.set_random_seed(1)
     source = models.build_backbone("mobilenetv2", 32, "none")
@@ -175,6 +200,8 @@ def test_hardware_plan(gpus, strategy, mixed, threads):
     assert (p["strategy"], p["mixed_precision"], p["intra_op_threads"]) == (strategy, mixed, threads)
 
 
-def test_strategy_on_this_machine():
+def test_strategy_follows_the_plan():
     import tensorflow as tf
-    assert isinstance(hardware.strategy(hardware.plan([], 2)), tf.distribute.Strategy)
+    assert hardware.strategy(hardware.plan([], 2)) is tf.distribute.get_strategy()  # one device: TF's default
+    assert hardware.strategy(hardware.plan(["GPU:0"], 0)) is tf.distribute.get_strategy()
+    assert type(hardware.strategy(hardware.plan(["GPU:0", "GPU:1"], 0))) is tf.distribute.MirroredStrategy

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared/data/cifar10-jpg.tar.gz"
 MARK = "<!-- tested by tests/test_readme_snippet.py -->"
 
+pytestmark = pytest.mark.slow  # runs download, features and train in this process (~30 s on 2 cores)
+
 
 def readme_snippet():
     after = (ROOT / "README.md").read_text().split(MARK, 1)[1]

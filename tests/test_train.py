@@ -35,6 +35,7 @@ def workdir(tmp_path, monkeypatch, params):
     return params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_entry_builds_and_trains(workdir, name):
     workdir["model"] = name
@@ -66,6 +67,7 @@ def test_every_entry_builds_and_trains(workdir, name):
 PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_saved_model_pools_exactly_the_cached_features(workdir, imagenet_standins, name):
     """The default route, `weights: imagenet` at 96 px (images resized inside the model), through Keras'
@@ -86,6 +88,7 @@ def test_saved_model_pools_exactly_the_cached_features(workdir, imagenet_standin
     assert np.abs(pooled - cached).max() <= 1e-3 * np.abs(cached).max()
 
 
+@pytest.mark.slow
 def test_efficientnet_gets_its_imagenet_architecture_from_a_weights_file(imagenet_standins):
     """Keras adds an input rescaling to EfficientNet only for weights="imagenet"; a local copy of
     the ImageNet weights (`weights: <file>`) must get that same network."""
@@ -99,6 +102,7 @@ def test_efficientnet_gets_its_imagenet_architecture_from_a_weights_file(imagene
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
+@pytest.mark.slow
 def test_fine_tune_straight_away_with_a_fresh_head(workdir):
     workdir["model"] = "mobilenetv2"
     workdir["train"]["frozen"]["epochs"] = 0
@@ -121,6 +125,7 @@ def test_epochs_that_train_nothing_are_refused(workdir, model, zeros, match):
         train.main(workdir)
 
 
+@pytest.mark.slow
 def test_search_runs_on_cached_features_and_sets_the_head(workdir):
     workdir["model"] = "mobilenetv2"
     workdir["tune"].update(enabled=True, trials=3, epochs=1, units=[8, 16])
@@ -134,6 +139,7 @@ def test_search_runs_on_cached_features_and_sets_the_head(workdir):
     assert [layer.units for layer in head.layers if isinstance(layer, keras.layers.Dense)] == [best["units"], 10]
 
 
+@pytest.mark.slow
 def test_train_refuses_features_of_another_model(workdir):
     workdir["model"] = "mobilenetv2"
     features.main(workdir)
@@ -157,6 +163,7 @@ def test_bad_training_params_name_the_key(workdir, key, value, match):
         train.main(workdir)
 
 
+@pytest.mark.slow
 def test_same_params_and_seed_give_identical_metrics(workdir):
     """Reproducibility on CPU: two runs of features + train give the same figures, timings aside."""
     workdir["model"] = "mobilenetv2"
@@ -171,6 +178,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path):
     """SIGKILL during fit: no model file appears (it is written whole, at the end); a rerun finishes."""
     workdir["train"]["scratch"]["epochs"] = 50  # long enough to be killed mid-fit
@@ -193,6 +201,7 @@ def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path)
     assert [p.name for p in Path("models").iterdir()] == ["model.keras"]  # nothing left from the killed run
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(workdir, monkeypatch):
     """DVCLive writes into a temporary directory: a run that fails after training (here: saving the
     model) leaves model, metrics and curves of the previous run, one consistent set."""
