@@ -49,7 +49,7 @@ def main():
            "images": len(y), "epochs": args.epochs, "intra_op_threads": plan["intra_op_threads"],
            **{k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")}}
     if args.against:
-        ref = list(np.load(args.against).values())
+        ref = list(load_npz(args.against).values())
         flat, ref_flat = (np.concatenate([w.ravel() for w in ws]).astype(np.float64) for ws in (weights, ref))
         out["relative_l2_from_against"] = float(np.linalg.norm(flat - ref_flat) / np.linalg.norm(ref_flat))
     if args.save:
