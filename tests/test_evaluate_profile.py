@@ -212,7 +212,7 @@ from stages import profile
 count = profiling.flops_per_image
 
 def flops_with_a_copy(model):
-    copy = np.ones(400_000_000, np.uint8)  # written, so resident: 400 MB
+    copy = np.ones(1_500_000_000, np.uint8)  # written, so resident: 1.5 GB
     return count(model) + int(copy[0]) - 1
 
 profiling.flops_per_image = flops_with_a_copy
@@ -225,12 +225,15 @@ print(profiling.peak_rss_mb())
 def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir):
     """peak_rss_mb is what a user's process needs: import, load, inference. The FLOPs
     count freezes the graph (a second copy of the weights); here it also allocates
-    400 MB, which must not show in peak_rss_mb. In a fresh process: the high-water
-    mark cannot be reset. The conditions say what shaped the figures."""
+    1.5 GB, which must not show in peak_rss_mb. In a fresh process: the high-water
+    mark cannot be reset. (RSS at the FLOPs count can be below the peak so far, by
+    some hundred MB on a loaded run, hence the margins.) The conditions say what
+    shaped the figures."""
     write_json("params.json", workdir)
     out = run_cmd([sys.executable, "-c", PEAK_PROBE], cwd=Path.cwd(), env={"PYTHONPATH": str(ROOT)})
     peak_at_exit_mb = float(out.stdout.strip().splitlines()[-1])
     m = json.loads(open("metrics/profile.json").read())
-    assert m["rss_after_load_mb"] <= m["peak_rss_mb"] < peak_at_exit_mb - 300
+    assert m["rss_after_load_mb"] <= m["peak_rss_mb"] < m["rss_after_load_mb"] + 750
+    assert peak_at_exit_mb > m["peak_rss_mb"] + 750  # the allocation did happen, after the reading
     assert m["conditions"]["op_determinism"] is True and m["conditions"]["dtype_policy"] == "float32"
     assert m["conditions"]["keras"] == keras.__version__ and m["conditions"]["tensorflow"] == tf.__version__
