@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core import StageError
-from core.io import load_npz
+from core.io import ZIP_ERRORS, load_npz
 
 MAX_JSON_BYTES = 64 << 20
 
@@ -126,7 +126,7 @@ def load_model(path, stage="train"):
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()  # every member's CRC: a flipped bit or a cut-off write
             names = set(z.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except ZIP_ERRORS as e:
         raise ContractError(f"{path}: truncated or corrupt, not a .keras zip ({e}); delete it and "
                             f"{_rerun(stage)}") from None
     if bad is not None or "config.json" not in names:

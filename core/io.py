@@ -23,6 +23,7 @@ import secrets
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,12 @@ def save_npz(path, **arrays):
         np.savez(f, **arrays)
 
 
+# What zipfile raises for a damaged archive, beyond BadZipFile: a flipped bit in a header can name an
+# unsupported compression method (NotImplementedError) or set the encryption flag (RuntimeError), and
+# in the data it breaks the deflate stream (zlib.error).
+ZIP_ERRORS = (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, zlib.error)
+
+
 def load_npz(path):
     """Load every array of an .npz; pickled objects are refused."""
     try:
@@ -195,7 +202,7 @@ def load_npz(path):
     except ValueError as e:  # numpy's answer to pickled content (object arrays, or not an .npz at all)
         raise StageError(f"{path}: not a plain .npz of arrays ({e}); nothing is unpickled: delete it and run "
                          "the stage that writes it again") from e
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except ZIP_ERRORS as e:
         raise StageError(f"{path}: not a readable .npz ({e}); delete it and run the stage that writes it again") from e
 
 

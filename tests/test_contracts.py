@@ -147,3 +147,32 @@ def test_missing_model_names_the_train_stage(tmp_path, model_bytes):
         load_model(tmp_path / "model.keras")
     (tmp_path / "model.keras").write_bytes(model_bytes)
     assert load_model(tmp_path / "model.keras").count_params() == 15
+
+
+def zip_header_positions(data):
+    """Every byte of a zip's structure (local headers, central directory, end record): where a flipped bit
+    makes zipfile raise something other than BadZipFile (an unknown compression method, an encryption flag)."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        infos = z.infolist()
+    local = [i for info in infos for i in range(info.header_offset, info.header_offset + 30)]
+    last = infos[-1]  # the central directory follows its data (a few bytes of data may be included: harmless)
+    central = range(last.header_offset + 30 + len(last.filename) + last.compress_size, len(data))
+    return sorted(set(local) | set(central))
+
+
+def test_every_flipped_zip_header_byte_of_a_model_or_npz_is_one_line_or_harmless(tmp_path, model_bytes):
+    save_npz(tmp_path / "good.npz", **good_images())
+    for name, data, load in (("model.keras", model_bytes, load_model),
+                             ("train.npz", (tmp_path / "good.npz").read_bytes(),
+                              lambda p: load_images(p, len(CLASSES), stage="download_cifar10"))):
+        for at in zip_header_positions(data):
+            broken = bytearray(data)
+            broken[at] ^= 0xFF
+            path = tmp_path / name
+            path.write_bytes(bytes(broken))
+            try:
+                load(path)
+            except StageError as e:  # ContractError is one
+                assert str(e).startswith(f"{path}: ") and "\n" not in str(e), (name, at, str(e))
