@@ -99,7 +99,8 @@ def subset(params, key, allowed):
     value = get(params, key) or []
     if not isinstance(value, list) or any(isinstance(v, (dict, list)) or v not in allowed for v in value) \
             or len(set(value)) < len(value):
-        raise ParamError(f"params.yaml: `{key}` is {value!r}; a list of distinct values from {', '.join(map(str, allowed))}")
+        raise ParamError(f"params.yaml: `{key}` is {value!r}; a list of distinct values from "
+                         f"{', '.join(map(str, allowed))}")
     return value
 
 

@@ -5,7 +5,8 @@ split under each of the 15 benchmark corruptions at severities 1..5: data/cifar1
 import numpy as np
 from tqdm import tqdm
 
-from core import corruptions
+from core.corruptions import (FAMILY, MEANING, NAMES, PARAMS, SEVERITIES, SIDE_PX, corrupt, frost_textures,
+                              rng_for)
 from core.params import ParamError, check_section, get, spec_number
 from core.data import balanced_subset
 from core.contracts import load_images, read_dataset_info
@@ -17,14 +18,14 @@ def names_param(params):
     """corruptions.names: `all` or a list of the 15 names, kept in the paper's order."""
     value = get(params, "corruptions.names")
     if value == "all":
-        return list(corruptions.NAMES)
+        return list(NAMES)
     if not isinstance(value, list) or not value:
-        raise ParamError(f"params.yaml: `corruptions.names` must be all or a list of {', '.join(corruptions.NAMES)}; "
+        raise ParamError(f"params.yaml: `corruptions.names` must be all or a list of {', '.join(NAMES)}; "
                            f"got {value!r}")
     for name in value:
-        if name not in corruptions.NAMES:
-            raise ParamError(f"params.yaml: `corruptions.names` has {name!r}; allowed: {', '.join(corruptions.NAMES)}")
-    return [n for n in corruptions.NAMES if n in value]
+        if name not in NAMES:
+            raise ParamError(f"params.yaml: `corruptions.names` has {name!r}; allowed: {', '.join(NAMES)}")
+    return [n for n in NAMES if n in value]
 
 
 def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
@@ -39,29 +40,29 @@ def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
         print("CIFAR-10-C: corruptions.per_class is 0; no corrupted images")
         return
     test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
-    if test["x"].shape[1:3] != (corruptions.SIDE_PX, corruptions.SIDE_PX):
+    if test["x"].shape[1:3] != (SIDE_PX, SIDE_PX):
         raise ParamError(f"{data_dir}/test.npz holds {test['x'].shape[2]}x{test['x'].shape[1]} images; CIFAR-10-C's "
-                           f"parameters are for {corruptions.SIDE_PX}x{corruptions.SIDE_PX} px: set `corruptions.per_class: 0`")
+                         f"parameters are for {SIDE_PX}x{SIDE_PX} px: set `corruptions.per_class: 0`")
     index = balanced_subset(test["y"], per_class, seed, "corruptions.per_class")
     x, y = test["x"][index], test["y"][index]
-    textures = corruptions.frost_textures(corruptions.rng_for(seed, "frost", 0)) if "frost" in names else None
+    textures = frost_textures(rng_for(seed, "frost", 0)) if "frost" in names else None
 
-    with atomic_dir(out_dir) as tmp, tqdm(total=len(names) * len(corruptions.SEVERITIES), desc="CIFAR-10-C", unit="set") as bar:
+    with atomic_dir(out_dir) as tmp, tqdm(total=len(names) * len(SEVERITIES), desc="CIFAR-10-C", unit="set") as bar:
         for name in names:
             bar.set_postfix_str(name)
-            out = np.empty((len(corruptions.SEVERITIES), *x.shape), np.uint8)
-            for s in corruptions.SEVERITIES:
-                out[s - 1] = corruptions.corrupt(x, name, s, corruptions.rng_for(seed, name, s), textures)
+            out = np.empty((len(SEVERITIES), *x.shape), np.uint8)
+            for s in SEVERITIES:
+                out[s - 1] = corrupt(x, name, s, rng_for(seed, name, s), textures)
                 bar.update()
             save_npz(tmp / f"{name}.npz", x=out, y=y, index=index)
         write_json(tmp / "info.json", {
             "available": True, "source": f"{data_dir}/test.npz", "seed": seed, "per_class": per_class,
             "images": int(len(index)), "image_shape": list(x.shape[1:]), "corruptions": names,
             "reference": "make_cifar_c.py (Hendrycks & Dietterich, ICLR 2019), CIFAR parameters",
-            "parameters": {n: {"family": corruptions.FAMILY[n], "meaning": corruptions.MEANING[n],
-                               "severity": {str(s): corruptions.PARAMS[n][s - 1] for s in corruptions.SEVERITIES}} for n in names},
+            "parameters": {n: {"family": FAMILY[n], "meaning": MEANING[n],
+                               "severity": {str(s): PARAMS[n][s - 1] for s in SEVERITIES}} for n in names},
         })
-    print(f"CIFAR-10-C: {len(names)} corruptions x {len(corruptions.SEVERITIES)} severities of {len(index):,} test images")
+    print(f"CIFAR-10-C: {len(names)} corruptions x {len(SEVERITIES)} severities of {len(index):,} test images")
 
 
 if __name__ == "__main__":
