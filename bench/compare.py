@@ -2,13 +2,15 @@
 
   python -m bench.compare [NAME ...]     # experiments of HEAD named NAME; default: the five backbones
 
-Reads each experiment's params and metrics with `dvc.api.exp_show` (the figures of `dvc exp show`) and writes
+Reads each experiment's params and metrics with `dvc.api.exp_show` (the figures of `dvc exp show`), and what
+they were measured under from its metrics/conditions/*.json (outputs, not metrics), and writes
 reports/comparison.md (the conditions, the recommendation, the tables, the figures), reports/comparison.csv
 (every column, "n/a" where not measured) with reports/comparison_conditions.csv beside it (each model's
 weights, image size, data and shift sets), and in plots/compare/ the PNG figures and pareto.csv, declared as
 DVC plots (`dvc plots show`). Prints the recommendation and why. Re-run it after changing `compare.*`:
 nothing trains.
 """
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,14 +24,35 @@ from core import StageError
 from core.io import write_text
 
 
+SIDECARS = ("train", "profile")  # the stages whose metrics/conditions/<stage>.json the comparison reads
+
+
 def exp_records(repo=None):
-    """HEAD's experiments as flat records, via DVC's own `exp show`."""
+    """HEAD's experiments as flat records, via DVC's own `exp show`, each with its conditions sidecars."""
     import dvc.api
     from dvc.exceptions import DvcException
     try:
-        return dvc.api.exp_show(repo=repo)
+        return [with_conditions(record, repo) for record in dvc.api.exp_show(repo=repo)]
     except DvcException as e:
         raise StageError(f"dvc exp show: {e}") from e
+
+
+def with_conditions(record, repo=None):
+    """The record with the top-level values of its experiment's metrics/conditions/<stage>.json (git-tracked
+    outputs, so they are in the experiment's commit) as `conditions.<stage>.<key>`. A queued or failed
+    experiment has none: its record is returned as it is."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+    rev = None if record.get("rev") == "workspace" else record.get("rev")
+    extra = {}
+    for stage in SIDECARS:
+        try:
+            sidecar = json.loads(dvc.api.read(f"metrics/conditions/{stage}.json", repo=repo, rev=rev))
+        except (DvcException, OSError, ValueError):
+            continue
+        if isinstance(sidecar, dict):
+            extra |= {f"conditions.{stage}.{k}": v for k, v in sidecar.items() if not isinstance(v, (dict, list))}
+    return record | extra
 
 
 MCE_NOTE = ("CIFAR-10-C: the 15 corruptions x 5 severities of Hendrycks & Dietterich (ICLR 2019), computed locally "

@@ -34,7 +34,7 @@ COLUMNS = {
     "size_mb": ("size_mb", "size on disk (MB)"),
     "weights_mb": ("weights_mb", "weights (MB)"),
     "peak_rss_mb": ("peak_rss_mb", "peak RSS (MB)", ".0f"),
-    "params_m": ("params_total", "params (M)"),  # in train.json and profile.json alike
+    "params_m": ("params_total", "params (M)"),
     "gflops_per_image": ("gflops_per_image", "GFLOPs per image", ".3f"),
     "train_time_s": ("train_time_s", "training time (s)", ".0f"),
     # TFLite accuracy is measured on a seeded subset of the test split: compare it with the Keras model's on the same.
@@ -49,13 +49,15 @@ COLUMNS = {
 LABELS = {name: column[1] for name, column in COLUMNS.items()}
 FORMATS = {name: column[2] if len(column) > 2 else ".2f" for name, column in COLUMNS.items()}
 MAIN_COLUMNS = [c for c in COLUMNS if not c.startswith(("tflite_", "subset_", "cifar10c_"))]
-# Condition column -> exp_show keys, the first with a value wins: the image size a model really ran at (the
-# metrics files'; basecnn: 32) before the param; params.yaml's `weights` before train.json's copy.
-CONDITIONS = {"weights": ("params.yaml:weights", "weights"),
-              "image_size_px": ("image_size", "params.yaml:image_size"),
+# Condition column -> record keys, the first with a value wins. `conditions.<stage>.<key>` is read from the
+# experiment's metrics/conditions/<stage>.json (bench.compare.with_conditions): the image size a model really
+# ran at (basecnn: 32) before the param. A param is named with its file only where a metric shares its name.
+CONDITIONS = {"weights": ("params.yaml:weights", "weights", "conditions.train.weights"),
+              "image_size_px": ("conditions.train.image_size", "conditions.profile.image_size",
+                                "params.yaml:image_size", "image_size"),
               "cifar10_format": ("cifar10.format",), "train_fraction": ("cifar10.train_fraction",),
-              "cpu": ("conditions.cpu",), "usable_cores": ("conditions.usable_cores",),
-              "tensorflow": ("conditions.tensorflow",)}
+              "cpu": ("conditions.profile.cpu",), "usable_cores": ("conditions.profile.usable_cores",),
+              "tensorflow": ("conditions.profile.tensorflow",)}
 NUMERIC_CONDITIONS = ["image_size_px", "train_fraction", "usable_cores"]
 
 # compare.<key> -> (column it limits, what it is called, unit). Latency is limited at p90, the figure MLPerf's

@@ -115,12 +115,28 @@ def keep_examples(data):
     return {"y": data["y"], "index": data["index"], "picks": picks, "x": data["x"][:, picks]}
 
 
+def split_report(report):
+    """corruption_report as (the figures for metrics/evaluate.json, what they were measured on): the
+    per-severity table of every corruption stays out of the metrics file (75 columns in `dvc exp show`;
+    corruption_table.csv and the heatmap hold it), and so do the image and corruption counts."""
+    facts = ("available", "images", "corruptions")
+    figures = {k: v for k, v in report.items() if k not in (*facts, "table")}
+    return figures, {k: report[k] for k in facts}
+
+
+def table_csv(report):
+    """Accuracy of every corruption at each severity, one row per corruption: the heatmap's numbers."""
+    return csv_text(["corruption", *map(str, range(1, 6))],
+                    ([n, *(round(acc[str(s)], 4) for s in range(1, 6))] for n, acc in report["table"].items()))
+
+
 def write_plots(out_dir, report, info, kept, probs, test_x, test_probs, classes, model_name):
-    """plots/evaluate's CIFAR-10-C files: corruption_severity.csv (a DVC plot), corruption_heatmap.png and
-    corruption_examples.png. kept: {name: keep_examples(...)}; probs: {name: (5, N, classes)};
+    """plots/evaluate's CIFAR-10-C files: corruption_severity.csv (a DVC plot), corruption_table.csv,
+    corruption_heatmap.png and corruption_examples.png. kept: {name: keep_examples(...)}; probs: {name: (5, N, classes)};
     test_x, test_probs: the whole test split's images and probabilities (the clean images sit at `index`)."""
     out_dir = Path(out_dir)
     write_text(out_dir / "corruption_severity.csv", severity_csv(report, families(info)))
+    write_text(out_dir / "corruption_table.csv", table_csv(report))
     heatmap(out_dir / "corruption_heatmap.png", report, model_name)
     first = next(iter(kept.values()))
     picks, shown = first["picks"], first["index"][first["picks"]]

@@ -3,10 +3,12 @@ selection), on the CINIC-10 shift sample and on the CIFAR-10-C corruptions.
 
 Writes metrics/evaluate.json (accuracy, loss, macro F1, calibration error per
 set, CINIC accuracy per origin, the drop between the sets; under `corruptions`
-accuracy per corruption and severity, their mean and its drop from clean) and
-plots/evaluate/: confusion matrices as `actual,predicted` rows, per-class
+accuracy per corruption, per severity and per family, their mean and its drop
+from clean), metrics/conditions/evaluate.json (what each figure was measured
+on: image counts, or why a set is absent) and plots/evaluate/: confusion matrices as `actual,predicted` rows, per-class
 precision / recall / F1, a grid of misclassified CINIC-10 images, accuracy vs
-severity per corruption family (CSV), a corruption x severity heatmap and a
+severity per corruption family (CSV), the corruption x severity table (CSV)
+and its heatmap, and a
 grid of test images under every corruption.
 """
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from core import robustness
 from core.contracts import load_images, load_model, read_dataset_info, read_json
-from core.io import atomic_dir, csv_text, write_json, write_text
+from core.io import atomic_dir, atomic_path, csv_text, write_json, write_text
 from core.metrics import classification_report
 from core.params import ParamError
 from core.stage import start
@@ -44,7 +46,8 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
 
 
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
-         metrics_path="metrics/evaluate.json", plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
+         metrics_path="metrics/evaluate.json", conditions_path="metrics/conditions/evaluate.json",
+         plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
     job = start(params, "evaluate")  # threads sized to this machine's usable cores
     name, batch_size = job.name, job.checked["evaluate.batch_size"]
     classes = read_dataset_info(data_dir)["classes"]
@@ -62,7 +65,7 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     def infer(x):  # the one prediction call: the test set, CINIC-10 and every corrupted array (raw images)
         return predict_images(model, x, batch_size)
 
-    metrics, per_class, confusions, probs = {}, {}, {}, {}
+    metrics, conditions, per_class, confusions, probs = {}, {"model": name}, {}, {}, {}
     for set_name, data in sets.items():
         probs[set_name] = infer(data["x"])
         report = classification_report(data["y"], probs[set_name], classes)
@@ -70,6 +73,7 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
             (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items()))
         confusions[set_name] = csv_text(["actual", "predicted"], (
             (classes[a], classes[p]) for a, p in zip(data["y"], probs[set_name].argmax(axis=1))))
+        conditions[set_name] = {"available": True, "images": report.pop("images")}
         metrics[set_name] = report
     if "cinic10" in sets:
         correct = probs["cinic10"].argmax(axis=1) == cinic["y"]
@@ -79,7 +83,7 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
                                                         for o in origins}
         metrics["accuracy_drop"] = metrics["test"]["accuracy"] - metrics["cinic10"]["accuracy"]
     else:
-        metrics["cinic10"] = {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
+        conditions["cinic10"] = {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
 
     corrupted = robustness.load_info(cifar10c_dir)
     if corrupted["available"]:
@@ -88,10 +92,11 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
             x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
             c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
             c_data[c_name] = robustness.keep_examples(data)
-        metrics["corruptions"] = robustness.corruption_report(data["y"], probs["test"][data["index"]], c_probs,
-                                                              robustness.families(corrupted))
+        c_report = robustness.corruption_report(data["y"], probs["test"][data["index"]], c_probs,
+                                                robustness.families(corrupted))
+        metrics["corruptions"], conditions["corruptions"] = robustness.split_report(c_report)
     else:
-        metrics["corruptions"] = robustness.unavailable(corrupted)
+        conditions["corruptions"] = robustness.unavailable(corrupted)
 
     with atomic_dir(plots_dir) as tmp:
         for set_name in sets:
@@ -101,15 +106,17 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
             misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
                                cinic["origin"])
         if corrupted["available"]:
-            robustness.write_plots(tmp, metrics["corruptions"], corrupted, c_data, c_probs, sets["test"]["x"],
+            robustness.write_plots(tmp, c_report, corrupted, c_data, c_probs, sets["test"]["x"],
                                    probs["test"], classes, name)
-    write_json(metrics_path, metrics)
+    with atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
+        write_json(metrics_tmp, metrics)
+        write_json(conditions_tmp, conditions)
     summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
     print(f"{name}: accuracy {summary}")
     if corrupted["available"]:
-        c = metrics["corruptions"]
-        print(f"{name}: CIFAR-10-C mean corruption accuracy {c['mean_accuracy']:.4f} over {c['corruptions']} corruptions "
-              f"x 5 severities, clean {c['clean_accuracy']:.4f} on the same {c['images']} images")
+        c = c_report
+        print(f"{name}: CIFAR-10-C mean corruption accuracy {c['mean_accuracy']:.4f} over {c['corruptions']} "
+              f"corruptions x 5 severities, clean {c['clean_accuracy']:.4f} on the same {c['images']} images")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Batch-1 latency percentiles of the compiled model, throughput at a larger
 batch with CPU use, FLOPs, parameters, file and weight sizes, process memory,
 and TFLite float32 / float16 / dynamic-range int8 exports with their size,
 latency and accuracy on a fixed seeded subset of the CIFAR-10 test split.
-Writes metrics/profile.json (units in key names) and models/tflite/.
+Writes metrics/profile.json (units in key names), metrics/conditions/profile.json
+(the machine, versions, input and run counts the figures were measured under)
+and models/tflite/.
 """
 from core.profiling import rss_mb
 
@@ -15,14 +17,14 @@ import numpy as np  # noqa: E402
 from core import profiling as prof  # noqa: E402
 from core.data import random_subset  # noqa: E402
 from core.contracts import load_images, load_model, read_dataset_info  # noqa: E402
-from core.io import atomic_dir, write_json  # noqa: E402
+from core.io import atomic_dir, atomic_path, write_json  # noqa: E402
 from core.params import TFLITE_KINDS, subset  # noqa: E402
 from core.stage import start  # noqa: E402
 from core.training import predict_images  # noqa: E402
 
 
 def main(params, data_dir="data/cifar10", model_path="models/model.keras", metrics_path="metrics/profile.json",
-         export_dir="models/tflite"):
+         conditions_path="metrics/conditions/profile.json", export_dir="models/tflite"):
     kinds = subset(params, "profile.tflite", TFLITE_KINDS)
     job = start(params, "profile")
     name, seed, checked = job.name, job.seed, job.checked
@@ -34,14 +36,12 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
     rss_load = rss_mb()
     # Every figure is of the model as users run it: raw uint8 images in, resizing and preprocessing included.
     input_shape = tuple(model.input_shape[1:])
-    result = {"model": name, "image_size": prof.backbone_size(model),
-              **prof.size_report(model, model_path),
+    result = {**prof.size_report(model, model_path),
               "rss_after_import_mb": RSS_AFTER_IMPORT_MB, "rss_after_load_mb": rss_load,
               "rss_growth_on_load_mb": rss_load - RSS_AFTER_IMPORT_MB}
     lat, _ = prof.latency(model, latency_runs, warmup)
     result.update(lat)
     result.update(prof.throughput(model, batch, throughput_runs, warmup))
-    result["throughput_batch_size"] = batch
     # What a user's process needs: import, load and inference. Read before the FLOPs count,
     # which freezes the graph into constants (a second copy of the weights), and TFLite.
     result["peak_rss_mb"] = prof.peak_rss_mb()
@@ -52,17 +52,19 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
     test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
     eval_set = random_subset(test, n_eval, seed)
     x_eval, y_eval = eval_set["x"], eval_set["y"]
-    result["tflite_eval_images"] = len(y_eval)
     result["keras_accuracy_on_eval_images"] = float(np.mean(predict_images(model, x_eval, 64).argmax(1) == y_eval))
     with atomic_dir(export_dir) as tmp:
         for kind in kinds:
             for k, v in prof.tflite_report(model, kind, x_eval, y_eval, latency_runs, warmup, tmp).items():
                 result[f"tflite_{kind}_{k}"] = v
-    result["conditions"] = {**prof.conditions(), "input": f"uint8 {input_shape}, resized and preprocessed "
-                            "inside the model (included in every timing)", "latency_batch_size": 1,
-                            "latency_runs": latency_runs, "warmup_runs": warmup, "throughput_batch_size": batch,
-                            "throughput_runs": throughput_runs}
-    write_json(metrics_path, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+    conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(),
+                  "input": f"uint8 {input_shape}, resized and preprocessed inside the model (included in every "
+                  "timing)", "latency_batch_size": 1, "latency_runs": latency_runs, "warmup_runs": warmup,
+                  "throughput_batch_size": batch, "throughput_runs": throughput_runs,
+                  "tflite_eval_images": len(y_eval)}
+    with atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
+        write_json(metrics_tmp, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+        write_json(conditions_tmp, conditions)
     print(f"{name}: batch-1 p50 {result['latency_p50_ms']:.2f} ms, p90 {result['latency_p90_ms']:.2f} ms, "
           f"{result['throughput_ips']:.0f} img/s at batch {batch}, {result['size_mb']:.2f} MB")
 

@@ -87,7 +87,7 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, seed
 
 
 def main(params, data_dir="data/cifar10", features_dir="data/features", model_path="models/model.keras",
-         metrics_path="metrics/train.json", live_dir="plots/train"):
+         metrics_path="metrics/train.json", conditions_path="metrics/conditions/train.json", live_dir="plots/train"):
     job = start(params, "train", "tune")
     t = params["train"]
     check_epochs(t, job.entry, job.name)
@@ -99,8 +99,11 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         return image_batches(d["x"], d["y"], t["batch_size"], shuffle_seed, augmentation if augment else None)
 
     recipe = two_phase if job.entry.two_phase else from_scratch
-    metrics = {"model": job.name, "image_size": job.image_size, "weights": str(params["weights"]),
-               "hardware": job.plan}
+    # metrics/train.json holds the figures compared across experiments; what they were measured under
+    # (the image side basecnn really ran at, the device and thread plan) goes beside it, out of `dvc exp show`.
+    conditions = {"model": job.name, "image_size": job.image_size, "weights": str(params["weights"]),
+                  "hardware": job.plan}
+    metrics = {}
     # The curves are written to a temporary directory and replace plots/train only once
     # training has succeeded, right after the model and metrics: the three stay one set.
     with atomic_dir(live_dir) as curves:
@@ -122,11 +125,12 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         metrics["train_loss"] = last_h["loss"][last_best]
         metrics["val_loss"], metrics["val_accuracy"] = deployed.evaluate(images(data["val"]), verbose=0)
         metrics["train_time_s"] = sum(metrics.get(f"{p}_time_s", 0) for p in ("frozen", "fine_tune", "scratch"))
-        metrics["params_total"] = deployed.count_params()
-        # Both files are complete before either is renamed into place; the curves follow.
-        with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp:
+        # The files are complete before any is renamed into place; the curves follow.
+        with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \
+                atomic_path(conditions_path) as conditions_tmp:
             deployed.save(model_tmp)
             write_json(metrics_tmp, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+            write_json(conditions_tmp, conditions)
     print(f"{job.name}: val accuracy {metrics['val_accuracy']:.4f}, train time {metrics['train_time_s']:.0f} s")
 
 

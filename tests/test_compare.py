@@ -27,12 +27,13 @@ def record(name, val=None, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss
          "cinic10.accuracy": cinic, "accuracy_drop": None if cinic is None else test - cinic,
          "latency_p50_ms": p50, "latency_p90_ms": p90, "throughput_ips": 400.0, "size_mb": size, "weights_mb": 9.0,
          "peak_rss_mb": rss, "gflops_per_image": 0.3, "train_time_s": 120.0,
-         "metrics/train.json:params_total": 2.5e6, "metrics/profile.json:params_total": 2.5e6,
-         "keras_accuracy_on_eval_images": 0.9, "params.yaml:model": name, "params.yaml:weights": "imagenet",
-         "metrics/train.json:weights": "imagenet", "params.yaml:image_size": 96.0,
-         "metrics/train.json:image_size": 32.0 if name == "basecnn" else 96.0,
-         "cifar10.format": "binary", "cifar10.train_fraction": 1.0, "cinic10.urls": "['https://x/CINIC-10.tar.gz']",
-         "conditions.cpu": "Test CPU", "conditions.usable_cores": 2.0, "conditions.tensorflow": "2.21.0"}
+         "params_total": 2.5e6, "keras_accuracy_on_eval_images": 0.9, "model": name, "weights": "imagenet",
+         "image_size": 96.0, "cifar10.format": "binary", "cifar10.train_fraction": 1.0,
+         "cinic10.urls": "['https://x/CINIC-10.tar.gz']",
+         # read by bench.compare.with_conditions from the experiment's metrics/conditions/*.json
+         "conditions.train.weights": "imagenet", "conditions.train.image_size": 32.0 if name == "basecnn" else 96.0,
+         "conditions.profile.cpu": "Test CPU", "conditions.profile.usable_cores": 2.0,
+         "conditions.profile.tensorflow": "2.21.0"}
     for kind in TFLITE_KINDS:
         r |= {f"tflite_{kind}_size_mb": size / 2, f"tflite_{kind}_latency_p50_ms": p50, f"tflite_{kind}_accuracy": 0.89}
     return r | extra
@@ -224,11 +225,11 @@ def test_tables_name_units_and_show_missing_figures_as_na():
 
 def test_conditions_are_read_from_the_experiments_and_exceptions_named():
     rows = rows_of(record("basecnn", cinic=None), record("mobilenetv2", cinic=None),
-                   record("densenet121", cinic=None, **{"params.yaml:weights": "none", "cifar10.train_fraction": 0.25}))
+                   record("densenet121", cinic=None, **{"weights": "none", "cifar10.train_fraction": 0.25}))
     assert conditions_text(rows) == ("weights imagenet (densenet121 none (random init)); image size 96 px "
                                      "(basecnn 32 px); CIFAR-10 binary at train_fraction 1 (densenet121 0.25); "
                                      "CINIC-10 absent; CIFAR-10-C absent")
-    rows = rows_of(record("a", **{"params.yaml:weights": "/w/no_top.h5", **corrupted(0.9, [0.8] * 15)}))
+    rows = rows_of(record("a", **{"weights": "/w/no_top.h5", **corrupted(0.9, [0.8] * 15)}))
     assert conditions_text(rows).startswith("weights file no_top.h5; image size 96 px; ")
     assert conditions_text(rows).endswith("; CINIC-10 present; CIFAR-10-C present")
 
@@ -343,13 +344,14 @@ if model == "densenet121":
     sys.exit("fake out of memory in densenet121")
 figures = {"basecnn": (0.7, 1.0, 1.2), "mobilenetv2": (0.9, 4.0, 9.5)}[model]
 os.makedirs("metrics", exist_ok=True)
-json.dump({"model": model, "train_time_s": 10.0, "params_total": 1000, "val_accuracy": figures[0] - 0.01},
-          open("metrics/train.json", "w"))
-json.dump({"test": {"accuracy": figures[0], "loss": 0.5}, "cinic10": {"available": False, "reason": "none"}},
-          open("metrics/evaluate.json", "w"))
-json.dump({"model": model, "params_total": 1000, "latency_p50_ms": figures[1], "latency_p90_ms": figures[1] * 1.1,
-           "size_mb": figures[2], "conditions": {"cpu": "fake", "usable_cores": 2, "tensorflow": "none"}},
-          open("metrics/profile.json", "w"))
+json.dump({"train_time_s": 10.0, "val_accuracy": figures[0] - 0.01}, open("metrics/train.json", "w"))
+json.dump({"test": {"accuracy": figures[0], "loss": 0.5}}, open("metrics/evaluate.json", "w"))
+json.dump({"params_total": 1000, "latency_p50_ms": figures[1], "latency_p90_ms": figures[1] * 1.1,
+           "size_mb": figures[2]}, open("metrics/profile.json", "w"))
+os.makedirs("metrics/conditions", exist_ok=True)
+json.dump({"model": model, "image_size": 32}, open("metrics/conditions/train.json", "w"))
+json.dump({"cpu": f"fake CPU of {model}", "usable_cores": 2, "tensorflow": "none"},
+          open("metrics/conditions/profile.json", "w"))
 '''
 
 
@@ -365,7 +367,8 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "data": {"cmd": f"python fake.py data {runs}", "params": ["seed"], "outs": ["data"]},
         "run": {"cmd": "python fake.py run", "deps": ["data", "fake.py"], "params": ["model"],
-                "metrics": [{f"metrics/{m}.json": {"cache": False}} for m in ("train", "evaluate", "profile")]}}}))
+                "metrics": [{f"metrics/{m}.json": {"cache": False}} for m in ("train", "evaluate", "profile")],
+                "outs": [{f"metrics/conditions/{m}.json": {"cache": False}} for m in ("train", "profile")]}}}))
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
@@ -384,6 +387,11 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     rows = list(csv.DictReader(open(repo / "reports/comparison.csv")))
     assert [(r["model"], r["status"], r["latency_p50_ms"]) for r in rows] == \
         [("basecnn", "ok", "1.0"), ("mobilenetv2", "ok", "4.0"), ("densenet121", "failed", "n/a")]
+    # Each experiment's conditions come from its own commit's sidecars, not from the workspace.
+    sidecar = list(csv.DictReader(open(repo / "reports/comparison_conditions.csv")))
+    assert [(r["model"], r["cpu"], r["image_size_px"]) for r in sidecar] == \
+        [("basecnn", "fake CPU of basecnn", "32.0"), ("mobilenetv2", "fake CPU of mobilenetv2", "32.0"),
+         ("densenet121", "n/a", "n/a")]
 
     # Again on the same commit, with an override for every experiment: the earlier ones are replaced.
     second = run_cmd(bench + ["-S", "seed=1"], repo, check=False)

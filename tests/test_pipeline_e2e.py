@@ -92,14 +92,16 @@ def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, st
         out = dvc(project, "exp", "run", "-n", name, "-S", f"model={name}", "-S", f"profile.tflite={exports}", env=env)
         assert "could not get ImageNet weights" not in out.stderr
         train = json.loads((project / "metrics/train.json").read_text())
-        assert (train["model"], train["weights"], train["image_size"]) == (name, "imagenet", 96)
+        conditions = {stage: json.loads((project / f"metrics/conditions/{stage}.json").read_text())
+                      for stage in ("train", "profile")}
+        assert [conditions["train"][k] for k in ("model", "weights", "image_size")] == [name, "imagenet", 96]
         assert train["frozen_epochs"] == train["fine_tune_epochs"] == 1
         evaluate = json.loads((project / "metrics/evaluate.json").read_text())
         profile = json.loads((project / "metrics/profile.json").read_text())
-        assert 0 <= evaluate["test"]["accuracy"] <= 1 and profile["image_size"] == 96
+        assert 0 <= evaluate["test"]["accuracy"] <= 1 and conditions["profile"]["image_size"] == 96
         if name == "mobilenetv2":  # the export takes the same raw images and computes the same function
             assert profile["tflite_fp32_accuracy"] == pytest.approx(profile["keras_accuracy_on_eval_images"])
-        assert "uint8 (32, 32, 3)" in profile["conditions"]["input"]
+        assert "uint8 (32, 32, 3)" in conditions["profile"]["input"]
     # Without the stand-ins the same run stops at once with the fix, and no traceback.
     failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False)
     assert failed.returncode != 0 and "could not get ImageNet weights for densenet121" in failed.stderr
@@ -110,7 +112,8 @@ def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
     first = dvc(project, "exp", "run", "-n", "base").stdout
     assert "Running stage 'train'" in first
     metrics = json.loads((project / "metrics/train.json").read_text())
-    assert metrics["model"] == "basecnn" and metrics["scratch_epochs"] == 1
+    assert metrics["scratch_epochs"] == 1
+    assert json.loads((project / "metrics/conditions/train.json").read_text())["model"] == "basecnn"
     assert (project / "models/model.keras").stat().st_size > 0
     assert (project / "plots/train/plots/metrics/eval/accuracy.tsv").exists()
 
@@ -118,7 +121,8 @@ def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
     assert "Stage 'download_cifar10' didn't change, skipping" in second
     assert "Running stage 'features'" in second and "Running stage 'train'" in second
     metrics = json.loads((project / "metrics/train.json").read_text())
-    assert metrics["model"] == "mobilenetv2" and metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1
+    assert metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1
+    assert json.loads((project / "metrics/conditions/train.json").read_text())["model"] == "mobilenetv2"
     # Both phases on one DVCLive step axis.
     assert (project / "plots/train/plots/metrics/eval/accuracy.tsv").read_text().count("\n") == 3
 
