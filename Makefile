@@ -11,7 +11,9 @@ run: setup        ## the whole chain for params.yaml's `model`
 
 # Air-gapped form: a local class-folder archive of CIFAR-10 (here the JPEG copy
 # in ../shared/data), no CINIC-10 shift set, random initialisation (no ImageNet weights).
-OFFLINE_CIFAR10 ?= $(abspath ../shared/data/cifar10-jpg.tar.gz)
+# Like every `dvc exp run -S`, it writes these values into params.yaml (`git checkout params.yaml`
+# undoes it); the path is relative to the project, so no machine's absolute path lands there.
+OFFLINE_CIFAR10 ?= ../shared/data/cifar10-jpg.tar.gz
 OFFLINE_SHA256 ?= d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965
 run-offline: setup
 	dvc exp run -S cifar10.format=folders -S 'cifar10.urls=[$(OFFLINE_CIFAR10)]' \

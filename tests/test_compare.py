@@ -17,6 +17,7 @@ from bench.comparison import (COLUMNS, CORRUPTIONS, LIMITS, MODELS, comparison_t
                               explain, finite, main_table, pareto_front, recommend, tflite_table)
 from conftest import ROOT, run_cmd
 from core.params import TFLITE_KINDS, ParamError
+from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
 
 
 def record(name, val=None, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss=800.0, state="Success", **extra):
@@ -362,7 +363,7 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
     runs = tmp_path / "data_runs.txt"
     (repo / "fake.py").write_text(FAKE_STAGE)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
     (repo / "params.yaml").write_text(yaml.safe_dump({"model": "basecnn", "seed": 1, "compare": params["compare"]}))
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "data": {"cmd": f"python fake.py data {runs}", "params": ["seed"], "outs": ["data"]},

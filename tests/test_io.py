@@ -16,6 +16,7 @@ from conftest import ROOT, run_cmd
 from core.io import atomic_dir, write_json
 from stages import download_cifar10
 from test_bad_inputs import cifar_params, leftovers, snapshot
+from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
 
 
 def write_dir(path, tag):
@@ -104,7 +105,7 @@ def test_dvc_repro_removes_outputs_first_and_dvc_checkout_restores_them(project,
     """README: under `dvc repro`, DVC deletes a stage's outputs before running it, so a failed run leaves none;
     the previous ones are in DVC's cache and `dvc checkout` brings them back."""
     cifar10_binary(tmp_path / "c.tar.gz")
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / "params.yaml")
     cifar_params(params, tmp_path / "c.tar.gz", val_fraction=0.2)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]

@@ -52,6 +52,43 @@ def apply_overrides(tmp_path, overrides):
     return load(path)
 
 
+def run_offline_overrides():
+    """The `-S key=value` overrides of the Makefile's run-offline recipe, its variables filled in."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    recipe = text.split("run-offline: setup\n", 1)[1].split("\n", 1)[0]
+    variables = dict(re.findall(r"^(OFFLINE_\w+) \?= (.*)$", text, re.M))
+    overrides = re.findall(r"-S (\S+)", recipe)
+    return [re.sub(r"\$\((\w+)\)", lambda m: variables[m.group(1)], o).strip("'") for o in overrides]
+
+
+def test_dvc_set_rewrites_only_the_keys_it_sets(tmp_path):
+    """DVC writes params.yaml back with its own YAML dumper (block lists, nulls as empty values): the file is
+    laid out that way already, so `make run-offline`'s overrides change their own lines and nothing else (no
+    reformatted list, no moved comment or blank line), and setting every key to its own value changes nothing."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply
+    path = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    overrides = run_offline_overrides()
+    assert "weights=none" in overrides and "cinic10.urls=none" in overrides
+    path.write_text(original)
+    dvc_apply(str(path), overrides)
+    before, after = original.splitlines(), path.read_text().splitlines()
+    changed = [line for line in before if line not in after]
+    top = {o.split("=")[0].split(".")[-1] for o in overrides}
+    # A changed line is an overridden key's, or an item of a list that was overridden (cifar10.urls, cinic10.urls).
+    assert all(line.strip().split(":")[0] in top or line.strip().startswith("- https://") for line in changed), changed
+    assert len(changed) <= len(overrides) + 2  # the two CINIC-10 mirrors went with their list
+    # Every scalar set to its own value: nothing moves but the SHA-256 checksum, which DVC's dumper folds onto
+    # the next line on every rewrite (its line passes 80 columns): the same value, read back the same.
+    same = [f"{k}={'null' if v is None else v}" for k, v in leaves(DEFAULTS) if not isinstance(v, list)]
+    assert len(same) > 40
+    path.write_text(original)
+    dvc_apply(str(path), same)
+    assert [line for line in original.splitlines() if line not in path.read_text().splitlines()] == [
+        line for line in original.splitlines() if line.startswith("  checksum: sha256:")]
+    assert load(path) == DEFAULTS
+
+
 def test_every_numeric_param_has_a_range():
     # compare.* are bench.compare's (null: no limit), the sizes are OPTIONAL_NUMBERS
     assert set(NUMERIC_DEFAULTS) - set(NUMBERS) - set(OPTIONAL_NUMBERS) == set()
@@ -100,7 +137,7 @@ def test_any_value_in_range_round_trips_through_dvc_set(tmp_path_factory, values
 def test_nan_and_infinity_are_refused_for_every_numeric_key(tmp_path_factory, key, text):
     path = tmp_path_factory.mktemp("p") / "params.yaml"
     parent, _, last = key.rpartition(".")
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = load(ROOT / "params.yaml")
     target = data
     for part in filter(None, parent.split(".")):
         target = target[part]
@@ -141,7 +178,7 @@ def test_integral_float_for_integer_key_becomes_int():
     pytest.param("fetch.retries", 10 ** 6, r"`fetch.retries` is 1000000; must be in \[1, 20\]", id="retries-huge"),
 ])
 def test_numbers_past_a_library_limit_are_refused(key, value, match):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load(ROOT / "params.yaml")
     parent, _, last = key.rpartition(".")
     (params[parent] if parent else params)[last] = value
     with pytest.raises(ParamError, match=match):
@@ -162,7 +199,7 @@ def test_numbers_past_a_library_limit_are_refused(key, value, match):
     pytest.param("tune.trials", float("nan"), r"`tune.trials` is NaN", id="trials-nan"),
 ])
 def test_tuning_ranges_keras_tuner_rejects_are_refused(key, value, match):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load(ROOT / "params.yaml")
     params["tune"][key.split(".")[1]] = value
     with pytest.raises(ParamError, match=match):
         check_section(params, "tune")

@@ -8,6 +8,7 @@ import yaml
 
 from builders import cifar10_binary, cinic10
 from conftest import run_cmd, sha256
+from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +20,7 @@ def dvc(repo, *args, check=True, env=None):
 def test_dvc_repro_data_stages(project, server, tmp_path):
     cifar10_binary(tmp_path / "cifar.tar.gz", per_batch=10, n_test=10)
     cinic10(tmp_path / "cinic.tar.gz", imagenet=3, cifar=2, splits=("train", "test"))
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / "params.yaml")
     for section, name in (("cifar10", "cifar.tar.gz"), ("cinic10", "cinic.tar.gz")):
         data = (tmp_path / name).read_bytes()
         params[section].update(urls=[server.serve(f"/{name}", data)], checksum=sha256(data), size_bytes=len(data))
@@ -42,7 +43,7 @@ def test_dvc_repro_data_stages(project, server, tmp_path):
 
 def test_dvc_repro_fails_cleanly_on_bad_checksum(project, server, tmp_path):
     cifar10_binary(tmp_path / "cifar.tar.gz")
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / "params.yaml")
     params["cifar10"].update(urls=[server.serve("/c.tar.gz", (tmp_path / "cifar.tar.gz").read_bytes())],
                              checksum="sha256:" + "0" * 64, size_bytes=None)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -60,7 +61,7 @@ def tiny_pipeline_params(project, tmp_path, **top):
     image_size)."""
     from builders import class_folders
     class_folders(tmp_path / "images", classes=("cat", "dog", "ship"), per_class=(8, 4))
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / "params.yaml")
     params.update({"weights": "none", "image_size": 32, **top})
     params["cifar10"].update(format="folders", urls=[str(tmp_path / "images")], checksum=None, size_bytes=None,
                              val_fraction=0.25)
