@@ -67,14 +67,16 @@ def corruption_report(y, clean_probs, probs, families):
 
 
 def severity_csv(report, families):
-    """Accuracy against severity (0: clean) per corruption family and over all, one column each:
-    dvc.yaml draws one line per column. A family with no corruption selected is left empty."""
-    rows = [[0, *[round(report["clean_accuracy"], 4)] * (len(FAMILY_ORDER) + 1)]]
+    """Accuracy against severity (0: clean) per corruption family, over all, and per corruption, one column
+    each: dvc.yaml draws the families and `all`; the corruptions' columns are the heatmap's table. A family
+    with no corruption selected is left empty."""
+    names = list(report["table"])
+    rows = [[0, *[round(report["clean_accuracy"], 4)] * (len(FAMILY_ORDER) + 1 + len(names))]]
     for s in range(1, 6):
         per_family = [[acc[str(s)] for n, acc in report["table"].items() if families[n] == f] for f in FAMILY_ORDER]
         rows.append([s, *(round(float(np.mean(v)), 4) if v else "" for v in per_family),
-                     round(report["by_severity"][str(s)], 4)])
-    return csv_text(["severity", *FAMILY_ORDER, "all"], rows)
+                     round(report["by_severity"][str(s)], 4), *(round(report["table"][n][str(s)], 4) for n in names)])
+    return csv_text(["severity", *FAMILY_ORDER, "all", *names], rows)
 
 
 def pyplot():
@@ -118,25 +120,18 @@ def keep_examples(data):
 def split_report(report):
     """corruption_report as (the figures for metrics/evaluate.json, what they were measured on): the
     per-severity table of every corruption stays out of the metrics file (75 columns in `dvc exp show`;
-    corruption_table.csv and the heatmap hold it), and so do the image and corruption counts."""
+    corruption_severity.csv and the heatmap hold it), and so do the image and corruption counts."""
     facts = ("available", "images", "corruptions")
     figures = {k: v for k, v in report.items() if k not in (*facts, "table")}
     return figures, {k: report[k] for k in facts}
 
 
-def table_csv(report):
-    """Accuracy of every corruption at each severity, one row per corruption: the heatmap's numbers."""
-    return csv_text(["corruption", *map(str, range(1, 6))],
-                    ([n, *(round(acc[str(s)], 4) for s in range(1, 6))] for n, acc in report["table"].items()))
-
-
 def write_plots(out_dir, report, info, kept, probs, test_x, test_probs, classes, model_name):
-    """plots/evaluate's CIFAR-10-C files: corruption_severity.csv (a DVC plot), corruption_table.csv,
-    corruption_heatmap.png and corruption_examples.png. kept: {name: keep_examples(...)}; probs: {name: (5, N, classes)};
+    """plots/evaluate's CIFAR-10-C files: corruption_severity.csv (a DVC plot), corruption_heatmap.png and
+    corruption_examples.png. kept: {name: keep_examples(...)}; probs: {name: (5, N, classes)};
     test_x, test_probs: the whole test split's images and probabilities (the clean images sit at `index`)."""
     out_dir = Path(out_dir)
     write_text(out_dir / "corruption_severity.csv", severity_csv(report, families(info)))
-    write_text(out_dir / "corruption_table.csv", table_csv(report))
     heatmap(out_dir / "corruption_heatmap.png", report, model_name)
     first = next(iter(kept.values()))
     picks, shown = first["picks"], first["index"][first["picks"]]

@@ -7,8 +7,8 @@ accuracy per corruption, per severity and per family, their mean and its drop
 from clean), metrics/conditions/evaluate.json (what each figure was measured
 on: image counts, or why a set is absent) and plots/evaluate/: confusion matrices as `actual,predicted` rows, per-class
 precision / recall / F1, a grid of misclassified CINIC-10 images, accuracy vs
-severity per corruption family (CSV), the corruption x severity table (CSV)
-and its heatmap, and a
+severity per corruption family and per corruption (CSV), a corruption x
+severity heatmap and a
 grid of test images under every corruption.
 """
 
@@ -100,8 +100,9 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
 
     with atomic_dir(plots_dir) as tmp:
         for set_name in sets:
-            write_text(tmp / f"confusion_{set_name}.csv", confusions[set_name])
-            write_text(tmp / f"per_class_{set_name}.csv", per_class[set_name])  # accuracy of a class = its recall
+            # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
+            write_text(tmp / "confusion" / f"{set_name}.csv", confusions[set_name])
+            write_text(tmp / "per_class" / f"{set_name}.csv", per_class[set_name])  # accuracy of a class = its recall
         if "cinic10" in sets:
             misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
                                cinic["origin"])

@@ -77,7 +77,7 @@ def test_evaluate_figures_equal_model_evaluate(workdir):
         loss, accuracy = model.evaluate(data["x"], data["y"], verbose=0)  # raw images: the model preprocesses
         assert m[set_name]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
         assert m[set_name]["loss"] == pytest.approx(loss, rel=1e-4)
-        with open(f"plots/evaluate/confusion_{set_name}.csv") as f:
+        with open(f"plots/evaluate/confusion/{set_name}.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == len(data["y"]) and set(rows[0]) == {"actual", "predicted"}
         assert rows[0]["actual"] == "airplane"
@@ -86,7 +86,7 @@ def test_evaluate_figures_equal_model_evaluate(workdir):
         assert m[set_name]["macro_f1"] == pytest.approx(metrics.per_class(data["y"], probs.argmax(1), 10)[2].mean())
     assert set(m["cinic10"]["accuracy_by_origin"]) == {"cifar10", "imagenet"}
     assert m["accuracy_drop"] == pytest.approx(m["test"]["accuracy"] - m["cinic10"]["accuracy"])
-    with open("plots/evaluate/per_class_test.csv") as f:
+    with open("plots/evaluate/per_class/test.csv") as f:
         assert [r["class"] for r in csv.DictReader(f)] == CIFAR10_CLASSES
     from PIL import Image
     assert Image.open("plots/evaluate/cinic10_misclassified.png").size[0] > 100
@@ -110,8 +110,10 @@ def test_evaluate_reports_every_corruption_and_severity(workdir):
     assert json.loads(open("metrics/conditions/evaluate.json").read())["corruptions"] == {
         "available": True, "images": 20, "corruptions": 3}
     assert {"available", "images", "corruptions", "table"}.isdisjoint(c)  # the metrics file holds figures only
-    with open("plots/evaluate/corruption_table.csv") as f:
-        table = {r.pop("corruption"): {s: float(a) for s, a in r.items()} for r in csv.DictReader(f)}
+    with open("plots/evaluate/corruption_severity.csv") as f:
+        rows = list(csv.DictReader(f))
+    table = {n: {r["severity"]: float(r[n]) for r in rows[1:]} for n in ("gaussian_noise", "fog", "pixelate")}
+    assert all(float(rows[0][n]) == pytest.approx(c["clean_accuracy"], abs=1e-4) for n in table)  # 0: clean
     model = keras.models.load_model("model.keras")
     test = load_npz("data/cifar10/test.npz")
     fog = load_npz("data/cifar10c/fog.npz")
