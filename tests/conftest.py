@@ -117,6 +117,7 @@ def project(tmp_path):
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # dvc.yaml's custom plot templates
     return repo
 
 
