@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import keras
 import numpy as np
 
 from core import StageError
 from core.params import MIN_IMAGE_SIZE
+from core.runtime import keras
 
 BACKBONE = "backbone"  # layer names other code relies on (unfreeze, tests, users' feature extraction)
 POOL = "pool"

@@ -1,8 +1,6 @@
 """tf.data input pipelines: raw uint8 images (augmented for training) and cached features, in batches."""
-import keras
-import tensorflow as tf
-
 from core.hardware import usable_cores
+from core.runtime import keras, tf
 
 PREFETCH_BATCHES = 2
 

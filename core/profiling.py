@@ -7,15 +7,13 @@ import resource
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import psutil
-import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm
 
-from core.hardware import usable_cores
+from core.hardware import op_determinism, usable_cores
 from core.metrics import percentiles_ms
+from core.runtime import keras, tf
 
 MB = 1e6  # sizes are in megabytes of 10^6 bytes
 
@@ -45,8 +43,7 @@ def conditions():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "dtype_policy": keras.mixed_precision.global_policy().name,
-        # Not in tf.config's public API (only enable/disable are); core.hardware.configure turns it on.
-        "op_determinism": tf_config.is_op_determinism_enabled(),
+        "op_determinism": op_determinism(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "xla": False,  # tf.function without jit_compile; Keras' "auto" also resolves to off on CPU
     }

@@ -1,0 +1,92 @@
+"""core.quiet: native output caught at the file descriptor, known noise dropped, the rest kept.
+Each case runs in a child process that writes with os.write, as C++ code does (below sys.stderr)."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1795668885.262646   27745 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders.",
+    "I0000 00:00:1795668885.263249   27745 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    "not be used.",
+    "I0000 00:00:1795668885.360225   27745 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    "available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
+    "appropriate compiler flags.",
+]
+CUINIT = ("E0000 00:00:1795668887.827981   27745 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+          "Failed call to cuInit: UNKNOWN ERROR (303)")
+REAL = [
+    "E0000 00:00:1795668887.900000   27745 some_kernel.cc:12] a real error nobody listed",
+    "W0000 00:00:1795668887.900000   27745 port.cc:153] oneDNN something else",  # a listed file, another message
+    "UserWarning: a Python warning",
+]
+
+CHILD = """
+import os, sys
+from core import quiet
+lines = sys.argv[1].split("\\n")
+print("before", flush=True)
+try:
+    with quiet.filtered(quiet.STARTUP_NOISE):
+        for line in lines:
+            os.write(2, (line + "\\n").encode())
+        if sys.argv[2] == "raise":
+            raise SystemExit(3)
+finally:
+    os.write(2, b"after\\n")
+"""
+
+
+def child(lines, *, then="", env=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | {"PYTHONPATH": str(ROOT)} | (env or {})
+    return subprocess.run([sys.executable, "-c", CHILD, "\n".join(lines), then], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+
+
+def test_known_startup_noise_is_dropped_and_every_other_line_kept_in_order():
+    out = child([NOISE[0], REAL[0], *NOISE[1:3], CUINIT, REAL[1], *NOISE[3:], REAL[2]])
+    assert out.returncode == 0 and out.stdout == "before\n"
+    assert out.stderr.splitlines() == [*REAL, "after"]
+
+
+def test_a_failed_cuinit_is_kept_where_a_cuda_driver_exists():
+    """Dropped only beside "Could not find cuda drivers" (a CPU machine); on a GPU machine it is a real error."""
+    out = child([NOISE[0], CUINIT])
+    assert out.stderr.splitlines() == [CUINIT, "after"]
+
+
+def test_what_was_caught_is_written_back_when_the_block_raises():
+    out = child([NOISE[0], REAL[0]], then="raise")
+    assert out.returncode == 3 and out.stderr.splitlines() == [REAL[0], "after"]
+
+
+def test_tf_cpp_min_log_level_0_shows_everything_as_it_comes():
+    out = child([*NOISE, CUINIT], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert out.stderr.splitlines() == [*NOISE, CUINIT, "after"]
+
+
+CAPTURE = """
+import json, os, sys
+from core import quiet
+print("out before", flush=True)
+with quiet.captured((1, 2)) as got:
+    print("python stdout, unflushed")
+    sys.stderr.write("python stderr, unflushed")
+    os.write(1, b"\\nC stdout\\n")
+    os.write(2, b"C stderr\\n")
+print("out after")
+sys.stderr.write(json.dumps(got.lines()) + "\\n")
+"""
+
+
+def test_captured_takes_both_descriptors_and_python_buffers_and_lets_nothing_through():
+    out = subprocess.run([sys.executable, "-c", CAPTURE], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "1"})
+    assert out.stdout == "out before\nout after\n"
+    assert sorted(json.loads(out.stderr)) == sorted(["python stdout, unflushed", "python stderr, unflushed", "C stdout",
+                                               "C stderr"])
