@@ -67,19 +67,29 @@ def captured(fds=(2,)):
     """Point file descriptors `fds` (2: stderr, 1: stdout) at one temporary file
     for the block; yields a Captured whose `text` is set on leaving it (also when
     the block raises). Python's buffered streams are flushed on both sides, so
-    nothing written before the block is caught and nothing inside escapes it."""
+    nothing written before the block is caught and nothing inside escapes it, and
+    sys.stdout / sys.stderr write to the file too for the block, even where they
+    were not the descriptors' own (a notebook, pytest)."""
     result = Captured()
     if verbose():
         yield result
         return
     _flush()
     saved = {fd: os.dup(fd) for fd in fds}
+    streams = {fd: name for fd, name in ((1, "stdout"), (2, "stderr")) if fd in fds}
+    python = {name: getattr(sys, name) for name in streams.values()}
     with tempfile.TemporaryFile() as tmp:
         try:
             for fd in fds:
                 os.dup2(tmp.fileno(), fd)
+            for fd, name in streams.items():
+                setattr(sys, name, open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                                        closefd=False))  # line-buffered: in order with C output
             yield result
         finally:
+            for name, stream in python.items():
+                getattr(sys, name).close()  # flushes; the descriptor stays open (closefd=False)
+                setattr(sys, name, stream)
             _flush()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)

@@ -237,3 +237,36 @@ def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir):
     assert peak_at_exit_mb > m["peak_rss_mb"] + 750  # the allocation did happen, after the reading
     assert m["conditions"]["op_determinism"] is True and m["conditions"]["dtype_policy"] == "float32"
     assert m["conditions"]["keras"] == keras.__version__ and m["conditions"]["tensorflow"] == tf.__version__
+
+
+class NoisyConverter:
+    """Stands in for TFLiteConverter: prints as the real one does (Python and C level), then fails or not."""
+    optimizations, target_spec = [], types.SimpleNamespace(supported_types=[])
+
+    def __init__(self, fail):
+        self.fail = fail
+
+    def convert(self):
+        print("Saved artifact at '/tmp/x'. The following endpoints are available:")
+        for i in range(40):
+            print(f"  {i}: TensorSpec(shape=(), dtype=tf.resource, name=None)")
+        import os
+        os.write(2, b"W0000 00:00:1.0   1 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n")
+        if self.fail:
+            os.write(2, b"error: 'tf.SomeOp' op is neither a custom op nor a flex op\n")
+            raise RuntimeError("conversion failed")
+        return b"TFL3"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_tflite_conversion_output_is_dropped_or_added_to_its_error(monkeypatch, capfd, fail):
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", lambda model: NoisyConverter(fail))
+    if fail:
+        with pytest.raises(RuntimeError, match="conversion failed") as e:
+            profiling.tflite_export(None, "fp32")
+        note = "\n".join(e.value.__notes__)
+        assert "neither a custom op nor a flex op" in note and "TensorSpec" in note
+        assert len(note.splitlines()) == 1 + profiling.CONVERTER_TAIL_LINES  # the tail only
+    else:
+        assert profiling.tflite_export(None, "fp16") == b"TFL3"
+    assert capfd.readouterr() == ("", "")
