@@ -60,8 +60,7 @@ def workdir(tmp_path, monkeypatch, params):
     corrupt_cifar10.main(params)
     keras.utils.set_random_seed(0)
     model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
-    models.compile_model(model, 1e-3)
-    model.save("model.keras")
+    models.for_deployment(model).save("model.keras")  # as the train stage saves it
     params.update(model="basecnn", image_size=32)
     params["profile"].update(warmup_runs=2, latency_runs=30, batch_size=4, throughput_runs=3, tflite=["fp32"],
                              tflite_eval_images=12)
