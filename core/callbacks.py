@@ -7,9 +7,8 @@ weights are NaN and exit 0.
 """
 import math
 
-import keras
-
 from core import StageError
+from core.runtime import keras
 
 
 class NonFiniteLossError(StageError):

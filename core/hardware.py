@@ -1,8 +1,7 @@
 """Hardware set-up: threads on CPU, mixed precision on GPU, MirroredStrategy on several GPUs."""
 import os
 
-import keras
-import tensorflow as tf
+from core.runtime import keras, tf
 
 
 def plan(gpus, cores):
@@ -35,6 +34,12 @@ def configure(seed):
     # run-dependent order (tf.data's parallel map keeps its order regardless).
     tf.config.experimental.enable_op_determinism()
     return p
+
+
+def op_determinism():
+    """Whether op determinism is on (configure turns it on; tf.config's public API can only set it)."""
+    from tensorflow.python.framework import config as tf_config
+    return tf_config.is_op_determinism_enabled()
 
 
 def strategy(p):

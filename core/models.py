@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import keras
 import numpy as np
 
 from core import StageError
 from core.params import MIN_IMAGE_SIZE
+from core.runtime import keras
 
 BACKBONE = "backbone"  # layer names other code relies on (unfreeze, tests, users' feature extraction)
 POOL = "pool"
@@ -200,10 +200,17 @@ def unfreeze(model, fraction, learning_rate):
 def for_deployment(model):
     """The trained network without optimizer state, which `.keras` files
     otherwise carry (Adam's two moments per trainable weight: up to 3x the
-    weights). What users ship and what the profile's size measures."""
+    weights). What users ship and what the profile's size measures.
+
+    It is compiled with plain SGD, loss and accuracy, so `model.evaluate` works
+    after loading; `fit` on it would train with SGD at Keras' default rate:
+    recompile (core.models.compile_model) to fine-tune it further."""
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    compile_model(clone, 1e-3)  # loss and metrics for model.evaluate after loading; the optimizer stays unbuilt
+    # SGD without momentum keeps no per-weight state, so the file holds the same optimizer variables as
+    # the model built at loading time. An unbuilt Adam saves 2 variables and is rebuilt with 2 per weight
+    # at loading, and Keras warns "Skipping variable loading for optimizer" on every load.
+    clone.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return clone
 
 

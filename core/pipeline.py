@@ -1,8 +1,6 @@
 """tf.data input pipelines: raw uint8 images (augmented for training) and cached features, in batches."""
-import keras
-import tensorflow as tf
-
-from core.hardware import usable_cores
+from core.hardware import op_determinism, usable_cores
+from core.runtime import keras, tf
 
 PREFETCH_BATCHES = 2
 
@@ -47,7 +45,10 @@ def image_batches(x, y, batch_size, shuffle_seed=None, augment=None):
         def augmented(xb, yb):
             xb = augment(tf.cast(xb, tf.float32), training=True)
             return tf.cast(tf.clip_by_value(tf.round(xb), 0.0, 255.0), tf.uint8), yb
-        ds = ds.map(augmented, num_parallel_calls=usable_cores())
+        # Random augmentation is a stateful function: under op determinism (core.hardware.configure) tf.data
+        # rewrites a parallel map of it into a sequential one, and TF 2.21's rewrite logs an `E` line doing so
+        # ("NodeDef mentions attribute use_unbounded_threadpool"). Ask for parallel calls only where they happen.
+        ds = ds.map(augmented, num_parallel_calls=None if op_determinism() else usable_cores())
     return ds.prefetch(PREFETCH_BATCHES).with_options(_options())
 
 

@@ -7,15 +7,14 @@ import resource
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import psutil
-import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm
 
-from core.hardware import usable_cores
+from core import quiet
+from core.hardware import op_determinism, usable_cores
 from core.metrics import percentiles_ms
+from core.runtime import keras, tf
 
 MB = 1e6  # sizes are in megabytes of 10^6 bytes
 
@@ -45,8 +44,7 @@ def conditions():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "dtype_policy": keras.mixed_precision.global_policy().name,
-        # Not in tf.config's public API (only enable/disable are); core.hardware.configure turns it on.
-        "op_determinism": tf_config.is_op_determinism_enabled(),
+        "op_determinism": op_determinism(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "xla": False,  # tf.function without jit_compile; Keras' "auto" also resolves to off on CPU
     }
@@ -106,6 +104,7 @@ def throughput(model, batch, runs, warmup):
 def flops_per_image(model):
     """FLOPs of one batch-1 forward pass (a multiply-add counts 2), from the frozen graph."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
+    from tensorflow.python.util import deprecation
 
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec((1, *model.input_shape[1:]), model.input.dtype))
@@ -114,7 +113,10 @@ def flops_per_image(model):
         tf.graph_util.import_graph_def(graph_def, name="")
         opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         opts["output"] = "none"
-        info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=opts)
+        # The v1 profiler is the FLOPs counter TensorFlow has; its own use of a v1 API is not the user's to fix.
+        with deprecation.silence():
+            info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+                                                 options=opts)
     return int(info.total_float_ops)
 
 
@@ -132,14 +134,31 @@ def size_report(model, path):
     }
 
 
+CONVERTER_TAIL_LINES = 30  # of the converter's output, added to its error when a conversion fails
+
+
 # TFLite: float32, float16 weights, dynamic-range int8 weights.
 def tflite_export(model, kind):
+    """The model as a TFLite flatbuffer. The converter prints ~100 lines per model (Keras'
+    export lists every captured variable, MLIR and SavedModel-loader logs): they are caught
+    and dropped, and on a failure their last lines are added to the error raised."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if kind in ("fp16", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "fp16":
         converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    failure = None
+    with quiet.captured((1, 2)) as out:
+        try:
+            content = converter.convert()
+        except Exception as e:  # noqa: BLE001 (re-raised below, with what the converter printed)
+            failure = e
+    if failure is not None:
+        if out.text.strip():
+            failure.add_note(f"TFLite {kind} conversion output (last {CONVERTER_TAIL_LINES} lines):\n"
+                             f"{out.tail(CONVERTER_TAIL_LINES)}")
+        raise failure
+    return content
 
 
 def tflite_interpreter(content, threads):
@@ -147,8 +166,9 @@ def tflite_interpreter(content, threads):
         from ai_edge_litert.interpreter import Interpreter  # the maintained runtime
     except ImportError:  # pragma: no cover - falls back to TensorFlow's deprecated copy
         Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_content=content, num_threads=threads)
-    interpreter.allocate_tensors()
+    with quiet.filtered(quiet.XNNPACK_INFO):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_content=content, num_threads=threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 

@@ -7,11 +7,11 @@ outputs, then `fine_tune` with the top of the backbone unfrozen. From scratch:
 import tempfile
 import time
 
-import keras
 import numpy as np
 
 from core import pipeline
 from core.models import build_head, compile_model, unfreeze
+from core.runtime import keras
 
 
 def predict_images(model, x, batch_size):

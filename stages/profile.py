@@ -6,7 +6,7 @@ and TFLite float32 / float16 / dynamic-range int8 exports with their size,
 latency and accuracy on a fixed seeded subset of the CIFAR-10 test split.
 Writes metrics/profile.json (units in key names), metrics/conditions/profile.json
 (the machine, versions, input and run counts the figures were measured under)
-and models/tflite/.
+and models/tflite/ (the exports and an info.json listing them).
 """
 from core.profiling import rss_mb
 
@@ -57,6 +57,11 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
         for kind in kinds:
             for k, v in prof.tflite_report(model, kind, x_eval, y_eval, latency_runs, warmup, tmp).items():
                 result[f"tflite_{kind}_{k}"] = v
+        # What the directory holds, always: DVC warns about an empty output ("'models/tflite' is empty").
+        info = {"model": name, "from": str(model_path), "exports": {k: f"model_{k}.tflite" for k in kinds}}
+        if not kinds:
+            info["why_empty"] = "params.yaml: `profile.tflite` is []: no TFLite export asked for"
+        write_json(tmp / "info.json", info)
     conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(),
                   "input": f"uint8 {input_shape}, resized and preprocessed inside the model (included in every "
                   "timing)", "latency_batch_size": 1, "latency_runs": latency_runs, "warmup_runs": warmup,

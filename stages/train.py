@@ -9,9 +9,8 @@ whole network, one phase. Both log to one DVCLive run on one step axis
 (plots/train). Writes models/model.keras, which takes raw uint8 images, and
 metrics/train.json; model, metrics and curves are replaced together, at the end.
 """
-from dvclive import Live
-from dvclive.keras import DVCLiveCallback
-
+# The project's modules first: they import TensorFlow through core.runtime, which keeps its start-up
+# output quiet; dvclive.keras would import it first, and loudly.
 from core import StageError, hardware, models
 from core.callbacks import StopOnNaN
 from core.contracts import load_features, load_images, load_model, read_dataset_info, read_json
@@ -20,6 +19,8 @@ from core.params import ParamError
 from core.pipeline import augmenter, feature_batches, image_batches
 from core.stage import start
 from core.training import fine_tune, train_from_scratch, train_head, tune_head
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
 
 
 def check_epochs(t, entry, name):

@@ -60,8 +60,7 @@ def workdir(tmp_path, monkeypatch, params):
     corrupt_cifar10.main(params)
     keras.utils.set_random_seed(0)
     model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
-    models.compile_model(model, 1e-3)
-    model.save("model.keras")
+    models.for_deployment(model).save("model.keras")  # as the train stage saves it
     params.update(model="basecnn", image_size=32)
     params["profile"].update(warmup_runs=2, latency_runs=30, batch_size=4, throughput_runs=3, tflite=["fp32"],
                              tflite_eval_images=12)
@@ -249,3 +248,36 @@ def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir):
     conditions = json.loads(open("metrics/conditions/profile.json").read())
     assert conditions["op_determinism"] is True and conditions["dtype_policy"] == "float32"
     assert conditions["keras"] == keras.__version__ and conditions["tensorflow"] == tf.__version__
+
+
+class NoisyConverter:
+    """Stands in for TFLiteConverter: prints as the real one does (Python and C level), then fails or not."""
+    optimizations, target_spec = [], types.SimpleNamespace(supported_types=[])
+
+    def __init__(self, fail):
+        self.fail = fail
+
+    def convert(self):
+        print("Saved artifact at '/tmp/x'. The following endpoints are available:")
+        for i in range(40):
+            print(f"  {i}: TensorSpec(shape=(), dtype=tf.resource, name=None)")
+        import os
+        os.write(2, b"W0000 00:00:1.0   1 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n")
+        if self.fail:
+            os.write(2, b"error: 'tf.SomeOp' op is neither a custom op nor a flex op\n")
+            raise RuntimeError("conversion failed")
+        return b"TFL3"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_tflite_conversion_output_is_dropped_or_added_to_its_error(monkeypatch, capfd, fail):
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", lambda model: NoisyConverter(fail))
+    if fail:
+        with pytest.raises(RuntimeError, match="conversion failed") as e:
+            profiling.tflite_export(None, "fp32")
+        note = "\n".join(e.value.__notes__)
+        assert "neither a custom op nor a flex op" in note and "TensorSpec" in note
+        assert len(note.splitlines()) == 1 + profiling.CONVERTER_TAIL_LINES  # the tail only
+    else:
+        assert profiling.tflite_export(None, "fp16") == b"TFL3"
+    assert capfd.readouterr() == ("", "")

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -63,6 +64,22 @@ def test_every_entry_builds_and_trains(workdir, name):
     assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     steps = open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()
     assert len(steps) == 1 + (2 if REGISTRY[name].two_phase else 1)  # header + one row per epoch
+
+
+@pytest.mark.slow
+def test_the_saved_model_loads_without_a_warning_and_evaluates(workdir):
+    """The shipped model (models.for_deployment) loads without any warning: compiled with an unbuilt Adam,
+    every load warned "Skipping variable loading for optimizer"; and model.evaluate works on it."""
+    workdir["model"] = "basecnn"
+    features.main(workdir)
+    train.main(workdir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = keras.models.load_model("models/model.keras")
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    val = load_npz("data/cifar10/val.npz")
+    metrics = json.loads(open("metrics/train.json").read())
+    assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
 
 
 PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]

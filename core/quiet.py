@@ -1,0 +1,120 @@
+"""Output of native code caught at the file descriptor, so that a stage prints
+what matters: its progress, real warnings and errors (standard library only).
+
+TensorFlow's C++ side writes to file descriptors 1 and 2 directly, some of it
+before its log level is read (absl's "before InitializeLog" lines), so neither
+`TF_CPP_MIN_LOG_LEVEL` nor redirecting `sys.stderr` reaches it. `captured`
+points the descriptors at a temporary file for the length of a block;
+`filtered` then writes back every line that is not on an explicit list of
+known noise, so a line nobody listed, a real warning or error, still shows.
+
+`TF_CPP_MIN_LOG_LEVEL=0` in the environment (TensorFlow's "log everything")
+turns both off: everything is printed as it comes, e.g. to see why TensorFlow
+aborted while starting.
+"""
+import contextlib
+import os
+import re
+import sys
+import tempfile
+
+
+def _glog(source, message):
+    """A line of TensorFlow's C++ logging (`I0000 00:00:1712.25  123 port.cc:153] message`)."""
+    return re.compile(r"^[IWE]\d{4} [\d:.]+\s+\d+ " + re.escape(source) + r":\d+\] " + message)
+
+
+# What `import tensorflow` and its first device listing print on a machine without a GPU, and nothing else.
+STARTUP_NOISE = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    _glog("port.cc", r"oneDNN custom operations are on\."),
+    _glog("cudart_stub.cc", r"Could not find cuda drivers on your machine, GPU will not be used\."),
+    _glog("cpu_feature_guard.cc", r"This TensorFlow binary is optimized to use available CPU instructions"),
+    re.compile(r"^To enable the following instructions: .*, in other operations, rebuild TensorFlow with the "
+               r"appropriate compiler flags\.$"),
+)
+NO_CUDA_DRIVER = STARTUP_NOISE[2]
+# An error only where a GPU was expected: dropped when the same start-up said there is no CUDA driver at
+# all (a CPU machine), kept otherwise (a GPU machine whose driver failed).
+CUINIT_FAILED = _glog("cuda_platform.cc", r"failed call to cuInit: ")
+# One INFO line per TFLite interpreter (printed by TFLite's own logger).
+XNNPACK_INFO = (re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),)
+
+
+def verbose():
+    """The user asked TensorFlow to log everything: show its output as it comes."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() == "0"
+
+
+class Captured:
+    text = ""  # everything written to the descriptors inside the block, set on leaving it
+
+    def lines(self):
+        return self.text.splitlines()
+
+    def tail(self, n):
+        return "\n".join(self.lines()[-n:])
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):  # a closed or replaced stream has nothing to flush
+            stream.flush()
+
+
+@contextlib.contextmanager
+def captured(fds=(2,)):
+    """Point file descriptors `fds` (2: stderr, 1: stdout) at one temporary file
+    for the block; yields a Captured whose `text` is set on leaving it (also when
+    the block raises). Python's buffered streams are flushed on both sides, so
+    nothing written before the block is caught and nothing inside escapes it, and
+    sys.stdout / sys.stderr write to the file too for the block, even where they
+    were not the descriptors' own (a notebook, pytest)."""
+    result = Captured()
+    if verbose():
+        yield result
+        return
+    _flush()
+    saved = {fd: os.dup(fd) for fd in fds}
+    streams = {fd: name for fd, name in ((1, "stdout"), (2, "stderr")) if fd in fds}
+    python = {name: getattr(sys, name) for name in streams.values()}
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            for fd in fds:
+                os.dup2(tmp.fileno(), fd)
+            for fd, name in streams.items():
+                setattr(sys, name, open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                                        closefd=False))  # line-buffered: in order with C output
+            yield result
+        finally:
+            for name, stream in python.items():
+                getattr(sys, name).close()  # flushes; the descriptor stays open (closefd=False)
+                setattr(sys, name, stream)
+            _flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            tmp.seek(0)
+            result.text = tmp.read().decode("utf-8", "replace")
+
+
+def without_noise(lines, noise):
+    """`lines` less those matching a pattern of `noise`; a failed cuInit only if there is no CUDA driver."""
+    no_driver = any(NO_CUDA_DRIVER.search(line) for line in lines)
+    return [line for line in lines if not any(p.search(line) for p in noise)
+            and not (no_driver and CUINIT_FAILED.search(line))]
+
+
+@contextlib.contextmanager
+def filtered(noise, fds=(2,)):
+    """Run the block with `fds` captured, then write every captured line that is
+    not noise to stderr (also when the block raises)."""
+    out = Captured()
+    try:
+        with captured(fds) as out:
+            yield
+    finally:
+        kept = without_noise(out.lines(), noise)
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+            sys.stderr.flush()

@@ -1,0 +1,132 @@
+"""core.quiet: native output caught at the file descriptor, known noise dropped, the rest kept.
+Each case runs in a child process that writes with os.write, as C++ code does (below sys.stderr)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1795668885.262646   27745 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders.",
+    "I0000 00:00:1795668885.263249   27745 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    "not be used.",
+    "I0000 00:00:1795668885.360225   27745 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use "
+    "available CPU instructions in performance-critical operations.",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
+    "appropriate compiler flags.",
+]
+CUINIT = ("E0000 00:00:1795668887.827981   27745 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+          "Failed call to cuInit: UNKNOWN ERROR (303)")
+REAL = [
+    "E0000 00:00:1795668887.900000   27745 some_kernel.cc:12] a real error nobody listed",
+    "W0000 00:00:1795668887.900000   27745 port.cc:153] oneDNN something else",  # a listed file, another message
+    "UserWarning: a Python warning",
+]
+
+CHILD = """
+import os, sys
+from core import quiet
+lines = sys.argv[1].split("\\n")
+print("before", flush=True)
+try:
+    with quiet.filtered(quiet.STARTUP_NOISE):
+        for line in lines:
+            os.write(2, (line + "\\n").encode())
+        if sys.argv[2] == "raise":
+            raise SystemExit(3)
+finally:
+    os.write(2, b"after\\n")
+"""
+
+
+def child(lines, *, then="", env=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | {"PYTHONPATH": str(ROOT)} | (env or {})
+    return subprocess.run([sys.executable, "-c", CHILD, "\n".join(lines), then], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+
+
+def test_known_startup_noise_is_dropped_and_every_other_line_kept_in_order():
+    out = child([NOISE[0], REAL[0], *NOISE[1:3], CUINIT, REAL[1], *NOISE[3:], REAL[2]])
+    assert out.returncode == 0 and out.stdout == "before\n"
+    assert out.stderr.splitlines() == [*REAL, "after"]
+
+
+def test_a_failed_cuinit_is_kept_where_a_cuda_driver_exists():
+    """Dropped only beside "Could not find cuda drivers" (a CPU machine); on a GPU machine it is a real error."""
+    out = child([NOISE[0], CUINIT])
+    assert out.stderr.splitlines() == [CUINIT, "after"]
+
+
+def test_what_was_caught_is_written_back_when_the_block_raises():
+    out = child([NOISE[0], REAL[0]], then="raise")
+    assert out.returncode == 3 and out.stderr.splitlines() == [REAL[0], "after"]
+
+
+def test_tf_cpp_min_log_level_0_shows_everything_as_it_comes():
+    out = child([*NOISE, CUINIT], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert out.stderr.splitlines() == [*NOISE, CUINIT, "after"]
+
+
+CAPTURE = """
+import json, os, sys
+from core import quiet
+print("out before", flush=True)
+sys.stderr.write("err before, unflushed")
+with quiet.captured((1, 2)) as got:
+    print("python stdout")
+    os.write(1, b"C stdout\\n")
+    sys.stderr.write("python stderr\\n")
+    os.write(2, b"C stderr\\n")
+print("out after")
+sys.stderr.write("|" + json.dumps(got.lines()) + "\\n")
+"""
+
+
+def test_captured_takes_both_descriptors_in_order_and_lets_nothing_through():
+    out = subprocess.run([sys.executable, "-c", CAPTURE], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "1"})
+    assert out.stdout == "out before\nout after\n"
+    before, lines = out.stderr.split("|")
+    assert before == "err before, unflushed"  # written before the block: not caught
+    assert json.loads(lines) == ["python stdout", "C stdout", "python stderr", "C stderr"]
+
+
+@pytest.mark.slow  # three stage processes (features, train, profile with one TFLite export): ~20 s on 2 cores
+def test_tf_stages_print_no_error_on_a_cpu_machine(tmp_path, params):
+    """The stages as DVC runs them, on tiny data: their whole output (both streams) has no line with
+    "error" in it, no TFLite conversion listing and no optimizer warning, and still its progress lines."""
+    import numpy as np
+    import yaml
+    from core.io import save_npz, write_json
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("val", 10), ("test", 10)):
+        save_npz(tmp_path / f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 y=(np.arange(n) % 10).astype(np.uint8))
+    write_json(tmp_path / "data/cifar10/info.json", {"classes": [f"c{i}" for i in range(10)],
+                                                     "image_shape": [32, 32, 3]})
+    params.update(model="basecnn", weights="none", image_size=32)
+    params["train"].update(batch_size=16)
+    params["train"]["scratch"]["epochs"] = 1
+    params["profile"].update(warmup_runs=1, latency_runs=20, batch_size=2, throughput_runs=3, tflite=["fp32"],
+                             tflite_eval_images=10)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | {"PYTHONPATH": str(ROOT)}
+    output = {}
+    for stage in ("features", "train", "profile"):
+        out = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr
+        output[stage] = (out.stdout + out.stderr).replace("\r", "\n")
+    everything = "\n".join(output.values())
+    assert [line for line in everything.splitlines() if re.search("error", line, re.I)] == []
+    for noise in ("TensorSpec", "Saved artifact", "Skipping variable loading", "cuInit", "absl::", "NodeDef"):
+        assert noise not in everything
+    assert "val accuracy" in output["train"] and "- val_loss: " in output["train"]  # the epoch line
+    assert "tflite fp32 latency" in output["profile"] and "batch-1 p50" in output["profile"]
+    assert (tmp_path / "models/tflite/model_fp32.tflite").stat().st_size > 0
