@@ -13,6 +13,7 @@ turns both off: everything is printed as it comes, e.g. to see why TensorFlow
 aborted while starting.
 """
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -88,6 +89,7 @@ def captured(fds=(2,)):
             yield result
         finally:
             for name, stream in python.items():
+                _repoint_handlers(getattr(sys, name), stream)
                 getattr(sys, name).close()  # flushes; the descriptor stays open (closefd=False)
                 setattr(sys, name, stream)
             _flush()
@@ -96,6 +98,16 @@ def captured(fds=(2,)):
                 os.close(copy)
             tmp.seek(0)
             result.text = tmp.read().decode("utf-8", "replace")
+
+
+def _repoint_handlers(old, new):
+    """Logging handlers made inside the block hold the block's stream (TensorFlow's logger makes its handler
+    with sys.stderr at import): point them at the stream that outlives it, or their next record fails."""
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    for handler in (h for logger in loggers for h in logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+            handler.setStream(new)
 
 
 def without_noise(lines, noise):

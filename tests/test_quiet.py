@@ -130,3 +130,21 @@ def test_tf_stages_print_no_error_on_a_cpu_machine(tmp_path, params):
     assert "val accuracy" in output["train"] and "- val_loss: " in output["train"]  # the epoch line
     assert "tflite fp32 latency" in output["profile"] and "batch-1 p50" in output["profile"]
     assert (tmp_path / "models/tflite/model_fp32.tflite").stat().st_size > 0
+
+
+LOGGER_CHILD = """
+import logging, sys
+from core import quiet
+with quiet.filtered(quiet.STARTUP_NOISE):
+    logger = logging.getLogger("made_inside")  # as TensorFlow's logger is, at import
+    logger.addHandler(logging.StreamHandler(sys.stderr))
+logger.warning("a warning after the block")
+"""
+
+
+def test_a_logging_handler_made_inside_the_block_still_writes_after_it():
+    """TensorFlow makes its logger's handler with the sys.stderr of the moment (inside runtime's block); a
+    warning it logs later (e.g. tf.function retracing) must reach stderr, not a closed temporary stream."""
+    out = subprocess.run([sys.executable, "-c", LOGGER_CHILD], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and out.stderr == "a warning after the block\n", out.stderr
