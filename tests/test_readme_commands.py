@@ -38,7 +38,7 @@ RUN = [
     "source .venv/bin/activate",
     "dvc exp run -n basecnn -S model=basecnn",
     "dvc exp run -n mobilenetv2 -S model=mobilenetv2",
-    "dvc exp show --drop '.*' --keep 'Experiment|model|weights|image_size|val_accuracy|test.accuracy|"
+    "dvc exp show --drop '.*' --keep 'Experiment|model$|weights$|image_size$|val_accuracy|test.accuracy|"
     "cinic10.accuracy|corruptions.mean_accuracy|latency_p90_ms|size_mb|peak_rss_mb|train_time_s'",
     "dvc exp diff basecnn mobilenetv2",
     "dvc metrics diff basecnn",
@@ -47,6 +47,12 @@ RUN = [
     "time python -m stages.corrupt_cifar10 && du -sh data/cifar10c",
     "python -m bench.compare",
 ]
+
+
+# TensorFlow warns when most of a function's recent calls traced it: here, with 3 steps per epoch and a
+# partial last batch, each fit and evaluate traces about as often as it runs. On real data (352 steps per
+# epoch) it does not fire: the make run-offline log of the README's figures has no such line.
+TINY_DATA_ONLY = re.compile(r"^WARNING:tensorflow:\d+ out of the last \d+ calls to .* triggered tf\.function retracing")
 
 
 def readme_commands():
@@ -99,7 +105,8 @@ def test_readme_commands_run_as_written(project, tmp_path):
         out[command] = result.stdout
         said = result.stdout + result.stderr
         assert result.returncode == 0, (command, said)
-        alarming = [line for line in re.split(r"[\r\n]", said) if re.search(r"error|warning", line, re.I)]
+        alarming = [line for line in re.split(r"[\r\n]", said) if re.search(r"error|warning", line, re.I)
+                    and not TINY_DATA_ONLY.search(line)]
         assert alarming == [], f"{command}:\n{said}"
 
     # Naming the run just made trains nothing; the second backbone does.
@@ -108,7 +115,8 @@ def test_readme_commands_run_as_written(project, tmp_path):
     assert max(map(len, table.splitlines())) <= 200 and "…" not in table, table  # every column in full
     for name in ("basecnn", "mobilenetv2", "val_accuracy", "test.accuracy", "latency_p90_ms", "size_mb"):
         assert name in table, name
-    assert "val_accuracy" in out[RUN[4]] and "mobilenetv2" in out[RUN[4]]
-    assert "basecnn" in out[RUN[5]] and "workspace" in out[RUN[5]] and "val_accuracy" in out[RUN[5]]
+    # Only what differs is listed: on tiny data the accuracies may tie, the sizes never do.
+    assert re.search(r"params.yaml\s+model\s+basecnn\s+mobilenetv2", out[RUN[4]]) and "size_mb" in out[RUN[4]]
+    assert re.search(r"basecnn\s+workspace\s+Change", out[RUN[5]]) and "size_mb" in out[RUN[5]]
     assert (project / "dvc_plots/index.html").exists()
     assert (project / "reports/comparison.md").exists()
