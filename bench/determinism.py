@@ -37,7 +37,7 @@ def main():
     plan = hardware.configure(seed)
     train, val = load_npz("data/cifar10/train.npz"), load_npz("data/cifar10/val.npz")
     x, y = train["x"][:args.images], train["y"][:args.images]
-    augment = augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], seed)
+    augment = augmenter(seed=seed, **t["augment"])
     model, _ = models.build_model(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10,
                                   t["head"]["units"], t["head"]["dropout"])
     s = t["scratch"]

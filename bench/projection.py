@@ -62,7 +62,7 @@ def rates(name, x, y, size, params):
     times = EpochTimes()
     train_head(head, t["frozen"]["learning_rate"], features, features.take(1), 2, patience=2, callbacks=[times])
     out["frozen_epoch_s"] = times.seconds[1]
-    augment = augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], 0)
+    augment = augmenter(seed=0, **t["augment"])
     images = image_batches(x, y, batch, shuffle_seed=0, augment=augment)
     times = EpochTimes()
     fine_tune(model, t["fine_tune"]["unfreeze_fraction"], t["fine_tune"]["learning_rate"], images, images.take(1), 2,

@@ -17,10 +17,14 @@ def _options():
     return options
 
 
-def augmenter(flip, rotation, zoom, seed):
-    """Random flip / rotation (fraction of a turn) / zoom (fraction), applied in the pipeline
-    so the saved model holds no augmentation layers."""
+def augmenter(flip, rotation, zoom, seed, translate=0.0):
+    """Random flip / shift (fraction of the side, reflected at the border: CIFAR's pad-and-crop) / rotation
+    (fraction of a turn) / zoom (fraction), applied in the pipeline so the saved model holds no augmentation
+    layers."""
     layers = [keras.layers.RandomFlip("horizontal", seed=seed)] if flip else []
+    if translate:
+        layers.append(keras.layers.RandomTranslation(translate, translate, fill_mode="reflect",
+                                                     interpolation="nearest", seed=seed))  # whole pixels, as a crop
     if rotation:
         layers.append(keras.layers.RandomRotation(rotation, fill_mode="reflect", seed=seed))
     if zoom:

@@ -11,7 +11,7 @@ import numpy as np
 
 from core import pipeline
 from core.models import build_head, compile_model, unfreeze
-from core.runtime import keras
+from core.runtime import keras, tf
 
 
 def predict_images(model, x, batch_size):
@@ -51,22 +51,39 @@ def fine_tune(model, unfreeze_fraction, learning_rate, train, val, epochs, patie
     return (*fit(model, train, val, epochs, patience, callbacks, initial_epoch), unfrozen)
 
 
-def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_epoch):
-    """AdamW, the rate warmed up linearly to `learning_rate` over a fifth of the
-    steps, then a cosine decay. CosineDecay counts its decay steps after the
-    warm-up, so training ends 80 % of the way down the cosine (about a tenth of
-    the peak rate), not at its end."""
-    steps = epochs * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=learning_rate,
-                                                      warmup_steps=steps // 5)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def warmup_cosine(peak, steps, warmup_fraction):
+    """Linear warm-up to `peak` over a share of the steps, then a cosine to 0 at the last step.
+    (CosineDecay counts its decay steps after the warm-up: they are the steps left.)"""
+    warmup = int(steps * warmup_fraction)
+    return keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_target=peak,
+                                                  warmup_steps=warmup)
 
 
-def train_from_scratch(model, learning_rate, weight_decay, train, val, epochs, patience, callbacks=()):
-    """Everything trainable, one phase; early stopping watches the second half only."""
-    compile_from_scratch(model, learning_rate, weight_decay, epochs, int(train.cardinality()))
-    return fit(model, train, val, epochs, patience, callbacks, watch_from=epochs // 2)
+def smoothed_loss(n_classes, label_smoothing):
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing)."""
+    def loss(y_true, y_pred):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), n_classes)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=label_smoothing)
+    return loss
+
+
+def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_fraction=0.2,
+                         label_smoothing=0.0):
+    """AdamW on a warm-up + cosine schedule that reaches 0 at the end of training, with label smoothing."""
+    schedule = warmup_cosine(learning_rate, epochs * steps_per_epoch, warmup_fraction)
+    loss = smoothed_loss(model.output_shape[-1], label_smoothing) if label_smoothing else \
+        "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay), loss=loss,
+                  metrics=["accuracy"])
+
+
+def train_from_scratch(model, learning_rate, weight_decay, train, val, epochs, patience, callbacks=(),
+                       warmup_fraction=0.2, watch_from_fraction=0.5, label_smoothing=0.0):
+    """Everything trainable, one phase; early stopping watches from a share of the epochs on (the warm-up's
+    and the high rate's epochs are too noisy to stop on)."""
+    compile_from_scratch(model, learning_rate, weight_decay, epochs, int(train.cardinality()), warmup_fraction,
+                         label_smoothing)
+    return fit(model, train, val, epochs, patience, callbacks, watch_from=int(epochs * watch_from_fraction))
 
 
 def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, batch_size, seed):

@@ -83,7 +83,8 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, seed
     model, _ = models.build_model(trunk, n_classes, t["head"]["units"], t["head"]["dropout"])
     h, seconds, best = train_from_scratch(
         model, s["learning_rate"], s["weight_decay"], images(data["train"], seed, augment=True),
-        images(data["val"]), s["epochs"], t["patience"], [log, StopOnNaN("train.scratch.learning_rate", "scratch")])
+        images(data["val"]), s["epochs"], t["patience"], [log, StopOnNaN("train.scratch.learning_rate", "scratch")],
+        s["warmup_fraction"], s["watch_from_fraction"], s["label_smoothing"])
     return model, {"scratch": (h, best)}, {"scratch_time_s": seconds}
 
 
@@ -94,7 +95,7 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     check_epochs(t, job.entry, job.name)
     classes = read_dataset_info(data_dir)["classes"]
     data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
-    augmentation = augmenter(t["augment"]["flip"], t["augment"]["rotation"], t["augment"]["zoom"], job.seed)
+    augmentation = augmenter(seed=job.seed, **t["augment"])  # the section's keys are its arguments
 
     def images(d, shuffle_seed=None, augment=False):
         return image_batches(d["x"], d["y"], t["batch_size"], shuffle_seed, augmentation if augment else None)

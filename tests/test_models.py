@@ -85,6 +85,13 @@ def test_image_batches_keep_their_labels_follow_the_seed_and_come_back_as_rounde
         np.testing.assert_array_equal(got_x, expected)
     got_x, _ = batches(pipeline.image_batches(x, y, 4, augment=pipeline.augmenter(True, 0.1, 0.1, seed=0)))
     assert got_x.dtype == np.uint8 and got_x.shape == x.shape and not np.array_equal(got_x, x)
+    # A shift alone (pad-and-crop): each image is its original moved by whole pixels, borders reflected.
+    shifted, _ = batches(pipeline.image_batches(x, y, 4, augment=pipeline.augmenter(False, 0.0, 0.0, 0, 0.125)))
+    assert shifted.dtype == np.uint8 and shifted.shape == x.shape and not np.array_equal(shifted, x)
+    for image, original in zip(shifted, x):
+        centre = image[8:24, 8:24]
+        assert any(np.array_equal(centre, original[8 + dy:24 + dy, 8 + dx:24 + dx])
+                   for dy in range(-4, 5) for dx in range(-4, 5))
 
 
 def test_pipelines_run_without_the_tf_data_autotuner():

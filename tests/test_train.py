@@ -237,3 +237,28 @@ def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(workd
     assert {f: Path(f).read_bytes() for f in files} == before
     assert sorted(map(str, Path("plots/train").rglob("*.tsv"))) == sorted(files[2:])
     assert [p.name for p in Path("plots").iterdir()] == ["train"]  # no temporary directory left
+
+
+def test_scratch_schedule_warms_up_then_reaches_zero_at_the_last_step():
+    """The rate rises linearly to the peak over warmup_fraction of the steps and ends at 0 on the last one.
+    (Before, CosineDecay's decay steps counted from after the warm-up, so training stopped a tenth of the
+    peak above 0.)"""
+    from core.training import warmup_cosine
+    peak, steps = 0.003, 1000
+    schedule = warmup_cosine(peak, steps, 0.2)
+    rate = [float(schedule(s)) for s in (0, 100, 200, 600, steps - 1, steps)]
+    assert rate[0] == 0 and rate[1] == pytest.approx(peak / 2) and rate[2] == pytest.approx(peak)
+    assert rate[3] == pytest.approx(peak / 2, rel=1e-3)  # halfway down the cosine
+    assert rate[4] < peak * 1e-4 and rate[5] == pytest.approx(0, abs=1e-12)
+    assert float(warmup_cosine(peak, steps, 0.0)(0)) == pytest.approx(peak)  # no warm-up: the peak at once
+
+
+def test_label_smoothing_loss_is_keras_categorical_on_one_hot_labels():
+    from core.training import smoothed_loss
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), 6).astype("float32")
+    y = np.array([0, 3, 9, 1, 1, 5])
+    want = keras.losses.categorical_crossentropy(np.eye(10)[y], probs, label_smoothing=0.1)
+    np.testing.assert_allclose(smoothed_loss(10, 0.1)(y[:, None], probs), want, rtol=1e-6)
+    plain = keras.losses.sparse_categorical_crossentropy(y, probs)
+    np.testing.assert_allclose(smoothed_loss(10, 0.0)(y, probs), plain, rtol=1e-5)
