@@ -4,8 +4,9 @@ augmentation, to find where the from-scratch baseline's time goes.
 Fits one epoch on the first `--images` training images through the train
 stage's own pipeline (core/pipeline.py), for float32 and mixed_bfloat16
 (bfloat16 compute, float32 weights: fast on CPUs with AMX or AVX512-BF16),
-each with the default rotation + zoom, flip + translate, and no
-augmentation; settings alternated, `--repeats` times.
+each with rotation + zoom (the default until issue 17), flip + translate (the
+default since), and no augmentation; settings alternated, `--repeats` times.
+(Its `translate` is bilinear; the pipeline's shifts by whole pixels.)
 
   python -m bench.scratch_epoch --images 8192 --repeats 3
 Prints a markdown table of medians and writes bench/results/scratch_epoch.json.
