@@ -90,7 +90,7 @@ def main():
                           "recipes": {n: {k: v for k, v in r.items() if k != "schedule"} for n, r in recipes.items()},
                           "runs": runs, "conditions": conditions()})
     print(f"| recipe | test accuracy (%) | val accuracy (%) | epochs (best) | training time (s, median of "
-          f"{args.repeats}) | images/s |\n|---|---|---|---|---|---|")
+          f"{args.repeats}) | train images/s, validation included |\n|---|---|---|---|---|---|")
     for name, r in runs.items():
         med = {k: statistics.median(x[k] for x in r) for k in ("seconds", "images_per_s")}
         first = r[0]  # op determinism: every repeat of a recipe gives the same figures on one machine

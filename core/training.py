@@ -59,19 +59,29 @@ def warmup_cosine(peak, steps, warmup_fraction):
                                                   warmup_steps=warmup)
 
 
-def smoothed_loss(n_classes, label_smoothing):
-    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing)."""
-    def loss(y_true, y_pred):
-        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), n_classes)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=label_smoothing)
-    return loss
+@keras.saving.register_keras_serializable(package="core")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no smoothing). A
+    registered class, not a closure: Keras re-creates a model's loss from its config when it clones or
+    loads the model (models.for_deployment clones it)."""
+
+    def __init__(self, n_classes, label_smoothing, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.n_classes, self.label_smoothing = n_classes, label_smoothing
+
+    def call(self, y_true, y_pred):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), self.n_classes)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "n_classes": self.n_classes, "label_smoothing": self.label_smoothing}
 
 
 def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_fraction=0.2,
                          label_smoothing=0.0):
     """AdamW on a warm-up + cosine schedule that reaches 0 at the end of training, with label smoothing."""
     schedule = warmup_cosine(learning_rate, epochs * steps_per_epoch, warmup_fraction)
-    loss = smoothed_loss(model.output_shape[-1], label_smoothing) if label_smoothing else \
+    loss = SmoothedSparseCrossentropy(model.output_shape[-1], label_smoothing) if label_smoothing else \
         "sparse_categorical_crossentropy"
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay), loss=loss,
                   metrics=["accuracy"])

@@ -254,11 +254,14 @@ def test_scratch_schedule_warms_up_then_reaches_zero_at_the_last_step():
 
 
 def test_label_smoothing_loss_is_keras_categorical_on_one_hot_labels():
-    from core.training import smoothed_loss
+    from core.training import SmoothedSparseCrossentropy
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10), 6).astype("float32")
     y = np.array([0, 3, 9, 1, 1, 5])
     want = keras.losses.categorical_crossentropy(np.eye(10)[y], probs, label_smoothing=0.1)
-    np.testing.assert_allclose(smoothed_loss(10, 0.1)(y[:, None], probs), want, rtol=1e-6)
+    np.testing.assert_allclose(SmoothedSparseCrossentropy(10, 0.1)(y[:, None], probs), np.mean(want), rtol=1e-6)
     plain = keras.losses.sparse_categorical_crossentropy(y, probs)
-    np.testing.assert_allclose(smoothed_loss(10, 0.0)(y, probs), plain, rtol=1e-5)
+    np.testing.assert_allclose(SmoothedSparseCrossentropy(10, 0.0)(y, probs), np.mean(plain), rtol=1e-5)
+    # Keras re-creates it from its config, as clone_model (models.for_deployment) and load_model do.
+    again = keras.losses.deserialize(keras.losses.serialize(SmoothedSparseCrossentropy(10, 0.1)))
+    assert (again.n_classes, again.label_smoothing) == (10, 0.1)
