@@ -20,6 +20,7 @@ import numpy as np
 
 from core import hardware, models
 from core.contracts import load_images
+from core.data import split_stratified
 from core.io import write_json
 from core.params import load as load_params
 from core.pipeline import augmenter, image_batches
@@ -37,17 +38,8 @@ def old_schedule(peak, steps, warmup_fraction):
                                                   warmup_steps=int(steps * warmup_fraction))
 
 
-def subset(data, fraction, seed):
-    """A seeded share of each class (the download stage's train_fraction, on the arrays)."""
-    rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.permutation(np.flatnonzero(data["y"] == c))[:max(1, round(fraction * np.sum(
-        data["y"] == c)))] for c in np.unique(data["y"])])
-    return {k: v[np.sort(keep)] for k, v in data.items()}
-
-
 def train_once(recipe, t, data, seed):
     """Train basecnn with one recipe; its figures and wall time."""
-    import core.training as training
     s = {**t["scratch"], **{k: recipe[k] for k in ("label_smoothing", "warmup_fraction")}}
     keras.utils.set_random_seed(seed)
     trunk = models.build_trunk("basecnn", data["train"]["x"].shape[1:], 32, "none")
@@ -55,13 +47,9 @@ def train_once(recipe, t, data, seed):
     augment = augmenter(seed=seed, **recipe["augment"])
     train = image_batches(data["train"]["x"], data["train"]["y"], t["batch_size"], seed, augment)
     val = image_batches(data["val"]["x"], data["val"]["y"], t["batch_size"])
-    training.warmup_cosine = recipe.get("schedule", warmup_cosine)  # the only difference the params cannot make
-    try:
-        h, seconds, best = train_from_scratch(model, s["learning_rate"], s["weight_decay"], train, val, s["epochs"],
-                                              t["patience"], (), s["warmup_fraction"], s["watch_from_fraction"],
-                                              s["label_smoothing"])
-    finally:
-        training.warmup_cosine = warmup_cosine
+    h, seconds, best = train_from_scratch(model, s["learning_rate"], s["weight_decay"], train, val, s["epochs"],
+                                          t["patience"], (), s["warmup_fraction"], s["watch_from_fraction"],
+                                          s["label_smoothing"], recipe.get("schedule", warmup_cosine))
     accuracy = {split: float(np.mean(predict_images(model, data[split]["x"], 256).argmax(1) == data[split]["y"]))
                 for split in ("val", "test")}
     epochs = len(h["loss"])
@@ -79,7 +67,9 @@ def main():
     t, seed = params["train"], params["seed"]
     hardware.configure(seed)
     data = {split: load_images(f"data/cifar10/{split}.npz", 10) for split in ("train", "val", "test")}
-    data["train"] = subset(data["train"], args.fraction, seed)
+    if args.fraction < 1:  # the download stage's train_fraction, on the arrays
+        keep = split_stratified(data["train"]["y"], args.fraction, seed)[1]
+        data["train"] = {k: v[keep] for k, v in data["train"].items()}
     recipes = {"old": {**OLD, "schedule": old_schedule},
                "new": {"augment": t["augment"], **{k: t["scratch"][k] for k in ("label_smoothing", "warmup_fraction")}}}
     runs = {name: [] for name in recipes}

@@ -78,9 +78,10 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 
 def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_fraction=0.2,
-                         label_smoothing=0.0):
-    """AdamW on a warm-up + cosine schedule that reaches 0 at the end of training, with label smoothing."""
-    schedule = warmup_cosine(learning_rate, epochs * steps_per_epoch, warmup_fraction)
+                         label_smoothing=0.0, schedule=warmup_cosine):
+    """AdamW on a warm-up + cosine schedule that reaches 0 at the end of training, with label smoothing.
+    `schedule(peak, steps, warmup_fraction)` makes the rate schedule (bench.scratch_recipes passes the old one)."""
+    schedule = schedule(learning_rate, epochs * steps_per_epoch, warmup_fraction)
     loss = SmoothedSparseCrossentropy(model.output_shape[-1], label_smoothing) if label_smoothing else \
         "sparse_categorical_crossentropy"
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay), loss=loss,
@@ -88,11 +89,11 @@ def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_e
 
 
 def train_from_scratch(model, learning_rate, weight_decay, train, val, epochs, patience, callbacks=(),
-                       warmup_fraction=0.2, watch_from_fraction=0.5, label_smoothing=0.0):
+                       warmup_fraction=0.2, watch_from_fraction=0.5, label_smoothing=0.0, schedule=warmup_cosine):
     """Everything trainable, one phase; early stopping watches from a share of the epochs on (the warm-up's
     and the high rate's epochs are too noisy to stop on)."""
     compile_from_scratch(model, learning_rate, weight_decay, epochs, int(train.cardinality()), warmup_fraction,
-                         label_smoothing)
+                         label_smoothing, schedule)
     return fit(model, train, val, epochs, patience, callbacks, watch_from=int(epochs * watch_from_fraction))
 
 

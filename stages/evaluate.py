@@ -115,9 +115,9 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
     print(f"{name}: accuracy {summary}")
     if corrupted["available"]:
-        c = c_report
-        print(f"{name}: CIFAR-10-C mean corruption accuracy {c['mean_accuracy']:.4f} over {c['corruptions']} "
-              f"corruptions x 5 severities, clean {c['clean_accuracy']:.4f} on the same {c['images']} images")
+        print(f"{name}: CIFAR-10-C mean corruption accuracy {c_report['mean_accuracy']:.4f} over "
+              f"{c_report['corruptions']} corruptions x 5 severities, clean {c_report['clean_accuracy']:.4f} on the "
+              f"same {c_report['images']} images")
 
 
 if __name__ == "__main__":
