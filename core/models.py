@@ -197,16 +197,31 @@ def unfreeze(model, fraction, learning_rate):
     return sum(layer.trainable for layer in backbone.layers)
 
 
+def with_dtype_policy(model, policy):
+    """A copy of `model` (weights copied) whose layers, nested models' included, compute in the Keras dtype
+    policy `policy` ("float32", "mixed_bfloat16", ...). Input layers keep their dtype (uint8 images).
+    Weights are float32 under every policy, so only the arithmetic changes."""
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return {**node, "config": {**node["config"], "name": policy}}
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+    copy = keras.saving.deserialize_keras_object(walk(keras.saving.serialize_keras_object(model)))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def for_deployment(model):
-    """The trained network without optimizer state, which `.keras` files
+    """The trained network computing in float32, without optimizer state, which `.keras` files
     otherwise carry (Adam's two moments per trainable weight: up to 3x the
-    weights). What users ship and what the profile's size measures.
+    weights). What users ship and what the profile's size measures: one
+    network whatever precision it was trained in (core.hardware.compute_policy).
 
     It is compiled with plain SGD, loss and accuracy, so `model.evaluate` works
     after loading; `fit` on it would train with SGD at Keras' default rate:
     recompile (core.models.compile_model) to fine-tune it further."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
+    clone = with_dtype_policy(model, "float32")
     # SGD without momentum keeps no per-weight state, so the file holds the same optimizer variables as
     # the model built at loading time. An unbuilt Adam saves 2 variables and is rebuilt with 2 per weight
     # at loading, and Keras warns "Skipping variable loading for optimizer" on every load.

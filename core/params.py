@@ -198,13 +198,14 @@ KEYS = {
     "train.frozen": ("epochs", "learning_rate"),
     "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction"),
     "train.scratch": ("epochs", "learning_rate", "weight_decay", "warmup_fraction", "watch_from_fraction",
-                      "label_smoothing"),
+                      "label_smoothing", "precision"),
     "train.augment": ("flip", "translate", "rotation", "zoom"),
     "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
     "evaluate": ("batch_size",),
     "profile": ("warmup_runs", "latency_runs", "batch_size", "throughput_runs", "tflite", "tflite_eval_images"),
     "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by"),
 }
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scratch.precision (Keras dtype policies)
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))

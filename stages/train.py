@@ -15,7 +15,7 @@ from core import StageError, hardware, models
 from core.callbacks import StopOnNaN
 from core.contracts import load_features, load_images, load_model, read_dataset_info, read_json
 from core.io import atomic_dir, atomic_path, write_json
-from core.params import ParamError
+from core.params import PRECISIONS, ParamError, choice
 from core.pipeline import augmenter, feature_batches, image_batches
 from core.stage import start
 from core.training import fine_tune, train_from_scratch, train_head, tune_head
@@ -42,9 +42,10 @@ def load_trunk(params, name, size, features_dir):
     return load_model(f"{features_dir}/trunk.keras", stage="features")
 
 
-def two_phase(trunk, params, data, n_classes, features_dir, images, log, seed):
-    """Head on cached features (optionally tuned), then the top of the backbone
-    fine-tuned on images. Returns (model, {phase: (history, best epoch)}, metrics)."""
+def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
+    """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images,
+    in the machine's default precision. Returns (model, {phase: (history, best epoch)}, metrics, conditions)."""
+    seed = job.seed
     t, tune = params["train"], params["tune"]
     features = {"train": load_features(f"{features_dir}/train.npz", n_classes)}
     features["val"] = load_features(f"{features_dir}/val.npz", n_classes, dim=features["train"]["x"].shape[1])
@@ -73,19 +74,22 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, seed):
             images(data["val"]), ft["epochs"], t["patience"],
             [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
         phases["fine_tune"] = (h, best)
-    return model, phases, metrics
+    return model, phases, metrics, {"compute_dtype": hardware.global_policy(job.plan)}
 
 
-def from_scratch(trunk, params, data, n_classes, features_dir, images, log, seed):
-    """The whole network trained in one phase on augmented images (AdamW, warm-up + cosine).
-    Returns (model, {"scratch": (history, best epoch)}, metrics)."""
+def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job):
+    """The whole network trained in one phase on augmented images (AdamW, warm-up + cosine), its trunk
+    computing in bfloat16 where the CPU has it natively (train.scratch.precision; the head stays float32).
+    Returns (model, {"scratch": (history, best epoch)}, metrics, conditions)."""
     t, s = params["train"], params["train"]["scratch"]
+    policy = hardware.compute_policy(choice(params, "train.scratch.precision", PRECISIONS), job.plan)
+    trunk = models.with_dtype_policy(trunk, policy)
     model, _ = models.build_model(trunk, n_classes, t["head"]["units"], t["head"]["dropout"])
     h, seconds, best = train_from_scratch(
-        model, s["learning_rate"], s["weight_decay"], images(data["train"], seed, augment=True),
+        model, s["learning_rate"], s["weight_decay"], images(data["train"], job.seed, augment=True),
         images(data["val"]), s["epochs"], t["patience"], [log, StopOnNaN("train.scratch.learning_rate", "scratch")],
         s["warmup_fraction"], s["watch_from_fraction"], s["label_smoothing"])
-    return model, {"scratch": (h, best)}, {"scratch_time_s": seconds}
+    return model, {"scratch": (h, best)}, {"scratch_time_s": seconds}, {"compute_dtype": policy}
 
 
 def main(params, data_dir="data/cifar10", features_dir="data/features", model_path="models/model.keras",
@@ -113,10 +117,11 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         with hardware.strategy(job.plan).scope(), Live(str(curves), dvcyaml=None, save_dvc_exp=False,
                                                        report=None) as live:
             trunk = load_trunk(params, job.name, job.image_size, features_dir)
-            model, phases, recipe_metrics = recipe(trunk, params, data, len(classes), features_dir, images,
-                                                   DVCLiveCallback(live=live), job.seed)
+            model, phases, recipe_metrics, recipe_conditions = recipe(
+                trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
             deployed = models.for_deployment(model)
         metrics.update(recipe_metrics)
+        conditions.update(recipe_conditions)
 
         for phase, (h, best) in phases.items():
             metrics[f"{phase}_epochs"] = len(h["loss"])

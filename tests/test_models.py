@@ -207,6 +207,51 @@ def test_hardware_plan(gpus, strategy, mixed, threads):
     assert (p["strategy"], p["mixed_precision"], p["intra_op_threads"]) == (strategy, mixed, threads)
 
 
+@pytest.mark.parametrize("gpus, native, setting, policy", [
+    ([], True, "auto", "mixed_bfloat16"),      # AVX512-BF16 / AMX CPU
+    ([], False, "auto", "float32"),            # a CPU that would emulate bfloat16
+    (["GPU:0"], True, "auto", "mixed_float16"),  # the GPU's own mixed precision, whatever the CPU
+    ([], True, "float32", "float32"),          # asked for: taken as is
+    ([], False, "mixed_bfloat16", "mixed_bfloat16"),
+])
+def test_training_precision_follows_the_setting_and_the_machine(gpus, native, setting, policy):
+    assert hardware.compute_policy(setting, hardware.plan(gpus, 2, native_bfloat16=native)) == policy
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert hardware.BFLOAT16_FLAGS[0] in hardware.cpu_flags(info) and "sse2" in hardware.cpu_flags(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert not hardware.cpu_flags(info) & set(hardware.BFLOAT16_FLAGS)
+    assert hardware.cpu_flags(tmp_path / "absent") == set()  # macOS, Windows: float32
+
+
+def test_a_bfloat16_trained_model_ships_computing_in_float32():
+    """The from-scratch recipe trains a bfloat16 copy of the trunk (core.models.with_dtype_policy); the
+    shipped model (for_deployment) is the same network computing in float32, weights unchanged."""
+    keras.utils.set_random_seed(0)
+    trunk = models.build_trunk("basecnn", (32, 32, 3), 32, "none")
+    fast = models.with_dtype_policy(trunk, "mixed_bfloat16")
+    inner = [layer for layer in fast.get_layer(models.BACKBONE).layers if layer.weights]
+    assert inner and all(layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32" for layer in inner)
+    assert fast.input.dtype == "uint8"
+    model, _ = models.build_model(fast, 10, 16, 0.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (32, 32, 32, 3)).astype(np.uint8), np.arange(32) % 10
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    shipped = models.for_deployment(model)
+    every = [layer for part in (shipped, shipped.get_layer(models.BACKBONE)) for layer in part.layers]
+    assert {layer.compute_dtype for layer in every if layer.weights} == {"float32"}
+    for mine, theirs in zip(model.weights, shipped.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    # bfloat16 keeps 8 bits of mantissa: the two networks agree to a few parts in a thousand.
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.02)
+    assert shipped.predict(x, verbose=0).dtype == np.float32
+
+
 def test_strategy_follows_the_plan():
     import tensorflow as tf
     assert hardware.strategy(hardware.plan([], 2)) is tf.distribute.get_strategy()  # one device: TF's default

@@ -69,14 +69,19 @@ def test_every_entry_builds_and_trains(workdir, name):
 @pytest.mark.slow
 def test_the_saved_model_loads_without_a_warning_and_evaluates(workdir):
     """The shipped model (models.for_deployment) loads without any warning: compiled with an unbuilt Adam,
-    every load warned "Skipping variable loading for optimizer"; and model.evaluate works on it."""
+    every load warned "Skipping variable loading for optimizer"; and model.evaluate works on it. Trained
+    in bfloat16 (forced, so on any CPU), it is shipped computing in float32."""
     workdir["model"] = "basecnn"
+    workdir["train"]["scratch"]["precision"] = "mixed_bfloat16"
     features.main(workdir)
     train.main(workdir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = keras.models.load_model("models/model.keras")
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert json.loads(open("metrics/conditions/train.json").read())["compute_dtype"] == "mixed_bfloat16"
+    layers = [layer for part in (model, model.get_layer("backbone")) for layer in part.layers if layer.weights]
+    assert layers and {layer.compute_dtype for layer in layers} == {"float32"}
     val = load_npz("data/cifar10/val.npz")
     metrics = json.loads(open("metrics/train.json").read())
     assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
