@@ -22,7 +22,7 @@ from core import hardware, models
 from core.io import load_npz
 from core.params import load as load_params
 from core.pipeline import augmenter, image_batches
-from core.training import train_from_scratch
+from core.training import scratch_model, train_from_scratch
 
 
 def main():
@@ -38,12 +38,11 @@ def main():
     train, val = load_npz("data/cifar10/train.npz"), load_npz("data/cifar10/val.npz")
     x, y = train["x"][:args.images], train["y"][:args.images]
     augment = augmenter(seed=seed, **t["augment"])
-    model, _ = models.build_model(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10,
-                                  t["head"]["units"], t["head"]["dropout"])
-    s = t["scratch"]
-    train_from_scratch(model, s["learning_rate"], s["weight_decay"],
-                       image_batches(x, y, t["batch_size"], seed, augment),
-                       image_batches(val["x"][:1000], val["y"][:1000], t["batch_size"]), args.epochs, args.epochs)
+    s = {**t["scratch"], "epochs": args.epochs}
+    policy = hardware.compute_policy(s["precision"], plan)
+    model = scratch_model(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, s, policy)
+    train_from_scratch(model, s, image_batches(x, y, t["batch_size"], seed, augment),
+                       image_batches(val["x"][:1000], val["y"][:1000], t["batch_size"]), args.epochs)
     weights = model.get_weights()
     out = {"weights_sha256": hashlib.sha256(b"".join(w.tobytes() for w in weights)).hexdigest()[:16],
            "images": len(y), "epochs": args.epochs, "intra_op_threads": plan["intra_op_threads"],

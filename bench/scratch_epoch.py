@@ -37,7 +37,7 @@ def epoch_seconds(policy, augment, x, y, batch, scratch):
     model = models.build_model(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, 256, 0.3)[0]
     ds = pipeline.image_batches(x, y, batch, shuffle_seed=42, augment=augment)
     # The train stage's optimizer and schedule (params.yaml's train.scratch).
-    compile_from_scratch(model, scratch["learning_rate"], scratch["weight_decay"], 1, len(ds))
+    compile_from_scratch(model, {**scratch, "epochs": 1}, len(ds))
     model.fit(ds.take(2), epochs=1, verbose=0)  # trace outside the timing
     start = time.perf_counter()
     model.fit(ds, epochs=1, verbose=0)

@@ -175,7 +175,8 @@ NUMBERS = {
     "train.patience": (1, 10000, True), "train.head.units": (0, 65536, True), "train.head.dropout": (0.0, 0.9, False),
     "train.fine_tune.unfreeze_fraction": (0.0, 1.0, False), "train.scratch.weight_decay": (0.0, 1.0, False),
     "train.scratch.warmup_fraction": (0.0, 0.5, False), "train.scratch.watch_from_fraction": (0.0, 1.0, False),
-    "train.scratch.label_smoothing": (0.0, 0.5, False),
+    "train.scratch.label_smoothing": (0.0, 0.5, False), "train.scratch.dropout": (0.0, 0.9, False),
+    "train.scratch.units": (0, 65536, True),
     "train.augment.rotation": (0.0, 0.5, False), "train.augment.zoom": (0.0, 0.9, False),
     "train.augment.translate": (0.0, 0.5, False),
     "tune.trials": (1, 10000, True), "tune.epochs": (1, 10000, True),
@@ -198,14 +199,17 @@ KEYS = {
     "train.frozen": ("epochs", "learning_rate"),
     "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction"),
     "train.scratch": ("epochs", "learning_rate", "weight_decay", "warmup_fraction", "watch_from_fraction",
-                      "label_smoothing", "precision"),
+                      "label_smoothing", "optimizer", "units", "dropout", "flip_tta", "precision"),
     "train.augment": ("flip", "translate", "rotation", "zoom"),
     "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
     "evaluate": ("batch_size",),
     "profile": ("warmup_runs", "latency_runs", "batch_size", "throughput_runs", "tflite", "tflite_eval_images"),
     "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by"),
 }
+OPTIMIZERS = ("sgd", "adamw")  # train.scratch.optimizer (core.training.OPTIMIZERS): SGD is Nesterov momentum 0.9
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scratch.precision (Keras dtype policies)
+# Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
+FLAGS = ("train.augment.flip", "train.scratch.flip_tta", "tune.enabled")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))
@@ -221,13 +225,17 @@ def spec_number(params, key):
 
 def check_section(params, section):
     """Refuse unknown keys in `section` (a top-level key such as "train", or
-    "seed") and its subsections, check every numeric key of NUMBERS under it
-    and, for "tune", the search space keras-tuner takes. Returns {key: checked value}."""
+    "seed") and its subsections, check every numeric key of NUMBERS and every
+    flag of FLAGS under it and, for "tune", the search space keras-tuner takes. Returns {key: checked value}."""
     for key in KEYS:
         if key == section or key.startswith(section + "."):
             known_keys(params, key, KEYS[key])
     table = {**NUMBERS, **OPTIONAL_NUMBERS}
     checked = {key: spec_number(params, key) for key in table if key == section or key.startswith(section + ".")}
+    for key in (k for k in FLAGS if k.startswith(section + ".")):
+        checked[key] = get(params, key)
+        if not isinstance(checked[key], bool):
+            raise ParamError(f"params.yaml: `{key}` must be true or false, got {checked[key]!r}")
     if section == "tune":
         checked["tune.units"] = integer_choices(params, "tune.units", 0, 65536)
         checked["tune.dropout"] = number_range(params, "tune.dropout", 0.0, 0.9)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from core import pipeline
-from core.models import build_head, compile_model, unfreeze
+from core.models import build_head, build_model, compile_model, unfreeze, with_dtype_policy
 from core.runtime import keras, tf
 
 
@@ -77,24 +77,37 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "n_classes": self.n_classes, "label_smoothing": self.label_smoothing}
 
 
-def compile_from_scratch(model, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_fraction=0.2,
-                         label_smoothing=0.0, schedule=warmup_cosine):
-    """AdamW on a warm-up + cosine schedule that reaches 0 at the end of training, with label smoothing.
-    `schedule(peak, steps, warmup_fraction)` makes the rate schedule (bench.scratch_recipes passes the old one)."""
-    schedule = schedule(learning_rate, epochs * steps_per_epoch, warmup_fraction)
-    loss = SmoothedSparseCrossentropy(model.output_shape[-1], label_smoothing) if label_smoothing else \
-        "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay), loss=loss,
+# train.scratch.optimizer: the two the references use, each with decoupled weight decay (scaled by the rate).
+OPTIMIZERS = {
+    "sgd": lambda rate, weight_decay: keras.optimizers.SGD(rate, momentum=0.9, nesterov=True,
+                                                           weight_decay=weight_decay),
+    "adamw": lambda rate, weight_decay: keras.optimizers.AdamW(rate, weight_decay=weight_decay),
+}
+
+
+def scratch_model(trunk, n_classes, scratch, policy):
+    """The from-scratch recipe's network: `trunk` computing in dtype policy `policy` (core.hardware.compute_policy)
+    under a new float32 head of `scratch["units"]` with `scratch["dropout"]` (params' train.scratch)."""
+    return build_model(with_dtype_policy(trunk, policy), n_classes, scratch["units"], scratch["dropout"])[0]
+
+
+def compile_from_scratch(model, scratch, steps_per_epoch, schedule=warmup_cosine):
+    """`scratch` (params' train.scratch) names the optimizer, its peak rate on a warm-up + cosine schedule that
+    reaches 0 at the end of training, weight decay and label smoothing. `schedule(peak, steps, warmup_fraction)`
+    makes the rate schedule (bench.scratch_recipes passes the one used before issue 17)."""
+    rate = schedule(scratch["learning_rate"], scratch["epochs"] * steps_per_epoch, scratch["warmup_fraction"])
+    loss = SmoothedSparseCrossentropy(model.output_shape[-1], scratch["label_smoothing"]) \
+        if scratch["label_smoothing"] else "sparse_categorical_crossentropy"
+    model.compile(optimizer=OPTIMIZERS[scratch["optimizer"]](rate, scratch["weight_decay"]), loss=loss,
                   metrics=["accuracy"])
 
 
-def train_from_scratch(model, learning_rate, weight_decay, train, val, epochs, patience, callbacks=(),
-                       warmup_fraction=0.2, watch_from_fraction=0.5, label_smoothing=0.0, schedule=warmup_cosine):
-    """Everything trainable, one phase; early stopping watches from a share of the epochs on (the warm-up's
-    and the high rate's epochs are too noisy to stop on)."""
-    compile_from_scratch(model, learning_rate, weight_decay, epochs, int(train.cardinality()), warmup_fraction,
-                         label_smoothing, schedule)
-    return fit(model, train, val, epochs, patience, callbacks, watch_from=int(epochs * watch_from_fraction))
+def train_from_scratch(model, scratch, train, val, patience, callbacks=(), schedule=warmup_cosine):
+    """Everything trainable, one phase, by the recipe in `scratch` (params' train.scratch); early stopping
+    watches from a share of the epochs on (the warm-up's and the high rate's epochs are too noisy to stop on)."""
+    compile_from_scratch(model, scratch, int(train.cardinality()), schedule)
+    epochs = scratch["epochs"]
+    return fit(model, train, val, epochs, patience, callbacks, watch_from=int(epochs * scratch["watch_from_fraction"]))
 
 
 def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, batch_size, seed):

@@ -15,10 +15,10 @@ from core import StageError, hardware, models
 from core.callbacks import StopOnNaN
 from core.contracts import load_features, load_images, load_model, read_dataset_info, read_json
 from core.io import atomic_dir, atomic_path, write_json
-from core.params import PRECISIONS, ParamError, choice
+from core.params import OPTIMIZERS, PRECISIONS, ParamError, choice
 from core.pipeline import augmenter, feature_batches, image_batches
 from core.stage import start
-from core.training import fine_tune, train_from_scratch, train_head, tune_head
+from core.training import fine_tune, scratch_model, train_from_scratch, train_head, tune_head
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
@@ -44,7 +44,8 @@ def load_trunk(params, name, size, features_dir):
 
 def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
     """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images,
-    in the machine's default precision. Returns (model, {phase: (history, best epoch)}, metrics, conditions)."""
+    in the machine's default precision. Returns (shipped model, {phase: (history, best epoch)}, metrics,
+    conditions)."""
     seed = job.seed
     t, tune = params["train"], params["tune"]
     features = {"train": load_features(f"{features_dir}/train.npz", n_classes)}
@@ -74,22 +75,25 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
             images(data["val"]), ft["epochs"], t["patience"],
             [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
         phases["fine_tune"] = (h, best)
-    return model, phases, metrics, {"compute_dtype": hardware.global_policy(job.plan)}
+    return models.for_deployment(model), phases, metrics, {"compute_dtype": hardware.global_policy(job.plan)}
 
 
 def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job):
-    """The whole network trained in one phase on augmented images (AdamW, warm-up + cosine), its trunk
-    computing in bfloat16 where the CPU has it natively (train.scratch.precision; the head stays float32).
-    Returns (model, {"scratch": (history, best epoch)}, metrics, conditions)."""
+    """The whole network trained in one phase on augmented images (SGD with Nesterov momentum or AdamW, warm-up
+    + cosine to 0), its trunk computing in bfloat16 where the CPU has it natively (train.scratch.precision; the
+    head stays float32); shipped in float32, averaged over each image and its mirror image if
+    train.scratch.flip_tta. Returns (shipped model, {"scratch": (history, best epoch)}, metrics, conditions)."""
     t, s = params["train"], params["train"]["scratch"]
-    policy = hardware.compute_policy(choice(params, "train.scratch.precision", PRECISIONS), job.plan)
-    trunk = models.with_dtype_policy(trunk, policy)
-    model, _ = models.build_model(trunk, n_classes, t["head"]["units"], t["head"]["dropout"])
+    policy = hardware.compute_policy(s["precision"], job.plan)
+    model = scratch_model(trunk, n_classes, s, policy)
     h, seconds, best = train_from_scratch(
-        model, s["learning_rate"], s["weight_decay"], images(data["train"], job.seed, augment=True),
-        images(data["val"]), s["epochs"], t["patience"], [log, StopOnNaN("train.scratch.learning_rate", "scratch")],
-        s["warmup_fraction"], s["watch_from_fraction"], s["label_smoothing"])
-    return model, {"scratch": (h, best)}, {"scratch_time_s": seconds}, {"compute_dtype": policy}
+        model, s, images(data["train"], job.seed, augment=True), images(data["val"]), t["patience"],
+        [log, StopOnNaN("train.scratch.learning_rate", "scratch")])
+    metrics = {"scratch_time_s": seconds}
+    if s["flip_tta"]:  # what the mirror pass buys, on val: the single view's accuracy beside the shipped model's
+        metrics["val_accuracy_single_view"] = models.for_deployment(model).evaluate(images(data["val"]), verbose=0)[1]
+    shipped = models.for_deployment(model, flip_tta=s["flip_tta"])
+    return shipped, {"scratch": (h, best)}, metrics, {"compute_dtype": policy, "flip_tta": s["flip_tta"]}
 
 
 def main(params, data_dir="data/cifar10", features_dir="data/features", model_path="models/model.keras",
@@ -97,6 +101,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     job = start(params, "train", "tune")
     t = params["train"]
     check_epochs(t, job.entry, job.name)
+    for key, allowed in (("optimizer", OPTIMIZERS), ("precision", PRECISIONS)):
+        choice(params, f"train.scratch.{key}", allowed)
     classes = read_dataset_info(data_dir)["classes"]
     data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
     augmentation = augmenter(seed=job.seed, **t["augment"])  # the section's keys are its arguments
@@ -117,9 +123,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         with hardware.strategy(job.plan).scope(), Live(str(curves), dvcyaml=None, save_dvc_exp=False,
                                                        report=None) as live:
             trunk = load_trunk(params, job.name, job.image_size, features_dir)
-            model, phases, recipe_metrics, recipe_conditions = recipe(
+            deployed, phases, recipe_metrics, recipe_conditions = recipe(
                 trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
-            deployed = models.for_deployment(model)
         metrics.update(recipe_metrics)
         conditions.update(recipe_conditions)
 

@@ -257,3 +257,18 @@ def test_strategy_follows_the_plan():
     assert hardware.strategy(hardware.plan([], 2)) is tf.distribute.get_strategy()  # one device: TF's default
     assert hardware.strategy(hardware.plan(["GPU:0"], 0)) is tf.distribute.get_strategy()
     assert type(hardware.strategy(hardware.plan(["GPU:0", "GPU:1"], 0))) is tf.distribute.MirroredStrategy
+
+
+def test_flip_tta_averages_each_image_and_its_mirror_in_one_safe_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 16, 0.0)
+    x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
+    mirrored = np.ascontiguousarray(x[:, :, ::-1])
+    want = (model.predict(x, verbose=0) + model.predict(mirrored, verbose=0)) / 2
+    shipped = models.for_deployment(model, flip_tta=True)
+    shipped.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)  # built-in layers only
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(mirrored, verbose=0), want, atol=1e-6)  # symmetric by construction
+    assert loaded.get_layer(models.BACKBONE) is not None and loaded.input.dtype == "uint8"
+    assert loaded.count_params() == model.count_params() + 32 * 32  # both passes share the weights

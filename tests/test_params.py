@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, run_cmd
 from core.cli import report
-from core.params import (KEYS, NUMBERS, OPTIONAL_NUMBERS, TFLITE_KINDS, ParamError, check_number, check_section, get, load,
+from core.params import (FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS, TFLITE_KINDS, ParamError, check_number, check_section, get, load,
                          spec_number, subset)
 from test_bad_inputs import run_stage
 
@@ -160,6 +160,23 @@ def test_any_value_either_passes_its_range_or_names_the_key(key, value):
         assert f"`{key}`" in str(e) and "\n" not in str(e)
         return
     assert math.isfinite(got) and low <= got <= high and (not integer or isinstance(got, int))
+
+
+@FAST
+@given(st.sampled_from(FLAGS), st.one_of(st.booleans(), st.text(max_size=5), st.none(), st.integers(-2, 2),
+                                         st.floats(allow_nan=True), st.lists(st.booleans(), max_size=2)))
+def test_any_flag_value_is_a_boolean_or_one_line_naming_the_key(key, value):
+    """`flip: "no"` or `enabled: 0` would be read by truth value: a flag is true or false, nothing else."""
+    params = copy.deepcopy(DEFAULTS)
+    *parents, last = key.split(".")
+    get(params, ".".join(parents))[last] = value
+    try:
+        got = check_section(params, key.split(".")[0])[key]
+    except ParamError as e:
+        assert f"`{key}` must be true or false" in str(e) and "\n" not in str(e)
+        assert not isinstance(value, bool)
+        return
+    assert got is value and isinstance(value, bool)
 
 
 def test_integral_float_for_integer_key_becomes_int():

@@ -148,6 +148,15 @@ def test_epochs_that_train_nothing_are_refused(workdir, model, zeros, match):
         train.main(workdir)
 
 
+@pytest.mark.parametrize("key, value", [("optimizer", "adam"), ("precision", "bfloat16"), ("precision", True)])
+def test_unknown_optimizer_or_precision_is_refused_before_any_work(workdir, key, value):
+    workdir["model"] = "basecnn"
+    workdir["train"]["scratch"][key] = value
+    with pytest.raises(StageError, match=rf"`train.scratch.{key}` is {value!r}; allowed: "):
+        train.main(workdir)
+    assert not os.path.exists("metrics") and not os.path.exists("models")
+
+
 @pytest.mark.slow
 def test_search_runs_on_cached_features_and_sets_the_head(workdir):
     workdir["model"] = "mobilenetv2"
