@@ -49,3 +49,20 @@ def test_benchmark_clear_removes_every_earlier_entry_of_the_names_and_refuses_a_
     with pytest.raises(StageError, match=r"experiment\(s\) basecnn still queued or running"):
         benchmark.clear(("basecnn", "mobilenetv2"))
     assert len(calls) == 2
+
+
+def test_scratch_latency_profiles_the_three_shipped_forms(tmp_path, monkeypatch):
+    """bench.scratch_latency times what the train stage ships: the flip-TTA model is the single view twice
+    (same weights, plus the mirror's 32 x 32 permutation) at twice the FLOPs; the old network is the VGG one."""
+    import json
+    import sys
+
+    from bench import scratch_latency
+    out = tmp_path / "latency.json"
+    monkeypatch.setattr(sys, "argv", ["scratch_latency", "--runs", "20", "--repeats", "1", "--out", str(out)])
+    scratch_latency.main()
+    rows = json.loads(out.read_text())["medians"]
+    old, single, tta = rows.values()
+    assert old["params"] == 323_946 and single["params"] + 32 * 32 == tta["params"]
+    assert 2 * single["gflops"] <= tta["gflops"] < 2 * single["gflops"] + 0.001
+    assert all(0 < r["latency_p50_ms"] <= r["latency_p90_ms"] for r in rows.values())
