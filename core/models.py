@@ -213,7 +213,9 @@ def with_dtype_policy(model, policy):
         if isinstance(node, dict):
             if node.get("class_name") == "DTypePolicy":
                 return {**node, "config": {**node["config"], "name": policy}}
-            return {k: walk(v) for k, v in node.items()}
+            # The architecture only: a compiled sub-model (the head, trained alone in phase 1) would come back
+            # compiled, and its optimizer's moments would be saved inside the shipped file.
+            return {k: walk(v) for k, v in node.items() if k != "compile_config"}
         return [walk(v) for v in node] if isinstance(node, list) else node
     copy = keras.saving.deserialize_keras_object(walk(keras.saving.serialize_keras_object(model)))
     copy.set_weights(model.get_weights())

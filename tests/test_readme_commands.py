@@ -38,7 +38,7 @@ RUN = [
     "source .venv/bin/activate",
     "dvc exp run -n basecnn -S model=basecnn",
     "dvc exp run -n mobilenetv2 -S model=mobilenetv2",
-    "dvc exp show --drop '.*' --keep 'Experiment|model$|weights$|image_size$|val_accuracy|test.accuracy|"
+    "dvc exp show --drop '.*' --keep 'Experiment|model$|weights$|image_size$|val_accuracy$|test.accuracy|"
     "cinic10.accuracy|corruptions.mean_accuracy|latency_p90_ms|size_mb|peak_rss_mb|train_time_s'",
     "dvc exp diff basecnn mobilenetv2",
     "dvc metrics diff basecnn",
