@@ -19,7 +19,8 @@ from core.data import random_subset
 from core.io import load_npz, write_json
 from core.profiling import conditions
 from core.pipeline import feature_batches, image_batches
-from core.training import fit, predict_images, train_head
+from core.pipeline import predict_images
+from core.training import fit, train_head
 
 
 def run_once(args, train, val, cached):

@@ -25,7 +25,7 @@ import tensorflow as tf
 from core import hardware, models
 from core.io import load_npz, write_json
 from core.profiling import compiled_call, conditions, fixed_input
-from core.training import predict_images
+from core.pipeline import predict_images
 
 
 def limit_ips(model, batch, n_images):

@@ -30,7 +30,8 @@ from core.params import load as load_params
 from core.pipeline import augmenter, image_batches
 from core.profiling import conditions
 from core.runtime import keras
-from core.training import predict_images, scratch_model, train_from_scratch, warmup_cosine
+from core.pipeline import predict_images
+from core.training import scratch_model, train_from_scratch, warmup_cosine
 
 # The recipe before issue 17, in full (params.yaml's train.scratch keys, plus augment).
 OLD = {"augment": {"flip": True, "translate": 0.0, "rotation": 0.03, "zoom": 0.1},

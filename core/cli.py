@@ -61,10 +61,12 @@ def report(e):
 
 
 def run(main, params_path="params.yaml"):
-    """Call `main(params)` with params.yaml read as DVC reads it; a user-fixable
-    problem becomes one line on stderr and exit 1 (see the module docstring)."""
+    """Call `main(params)` with params.yaml (or, for the features and train stages, what resolve_params wrote
+    for them) read as DVC reads it; a user-fixable problem becomes one line on stderr and exit 1 (see the
+    module docstring)."""
     try:
-        main(load(params_path))
+        main(load(params_path) if params_path == "params.yaml" else
+             load(params_path, "run `dvc repro` (its resolve_params stage writes it from params.yaml)"))
     except KeyboardInterrupt:
         print("interrupted; outputs were left as they were before this run", file=sys.stderr)
         sys.exit(130)

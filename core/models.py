@@ -1,4 +1,4 @@
-"""One registry of models, and the two-phase transfer-learning recipe.
+"""Networks built from the model registry (core.registry), and the two-phase transfer-learning recipe.
 
 A model is `raw uint8 image -> resize -> preprocessing -> backbone -> global
 average pooling ("pool") -> head`. Everything up to "pool" is the *trunk*: the
@@ -6,17 +6,15 @@ features stage builds it once, caches its outputs and saves it whole, and the
 train stage puts a head on that very trunk, so the network that made the
 cached features is the one that is fine-tuned, evaluated and shipped. The
 head (dropout, dense, softmax) is the same for every entry: adding a Keras
-application is one REGISTRY line.
+application is one line of core.registry.REGISTRY.
 """
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
 from core import StageError
-from core.params import MIN_IMAGE_SIZE
+from core.registry import REGISTRY, entry, input_size  # noqa: F401 (re-exported: models.entry(...))
 from core.runtime import keras
 
 BACKBONE = "backbone"  # layer names other code relies on (unfreeze, tests, users' feature extraction)
@@ -49,41 +47,6 @@ def base_cnn(include_top=False, weights=None, input_shape=(32, 32, 3), widths=(2
 def scale_to_unit(x):
     """0-255 -> 0-1; returns a new array (never writes into `x`)."""
     return x / 255.0
-
-
-@dataclass(frozen=True)
-class Entry:
-    constructor: Callable          # keras.applications-style: (include_top, weights, input_shape) -> Model
-    preprocess: Callable           # the model's own preprocess_input, on float 0-255 RGB
-    min_size: int = MIN_IMAGE_SIZE  # smallest input side the architecture accepts (px)
-    fixed_size: Optional[int] = None  # always this input side (px), whatever `image_size` says
-    two_phase: bool = True         # ImageNet weights possible, trained by the two-phase recipe; False: from scratch
-
-
-apps = keras.applications
-REGISTRY = {
-    "basecnn": Entry(base_cnn, scale_to_unit, fixed_size=32, two_phase=False),
-    "mobilenetv2": Entry(apps.MobileNetV2, apps.mobilenet_v2.preprocess_input),
-    "resnet50v2": Entry(apps.ResNet50V2, apps.resnet_v2.preprocess_input),
-    "efficientnetb0": Entry(apps.EfficientNetB0, apps.efficientnet.preprocess_input),
-    "densenet121": Entry(apps.DenseNet121, apps.densenet.preprocess_input),
-}
-
-
-def entry(name):
-    if name not in REGISTRY:
-        raise StageError(f"params.yaml: `model` is {name!r}; allowed: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
-
-
-def input_size(name, image_size):
-    """The input side (px) `name` runs at when params ask for `image_size`."""
-    e = entry(name)
-    if e.fixed_size:
-        return e.fixed_size
-    if image_size < e.min_size:
-        raise StageError(f"params.yaml: `image_size` is {image_size}; {name} needs at least {e.min_size} px")
-    return image_size
 
 
 def preprocessing_layer(preprocess):

@@ -19,13 +19,12 @@ class ParamError(StageError):
     pass
 
 
-def load(path="params.yaml"):
-    """params.yaml as a dict, parsed by DVC's own loader; ParamError naming the
-    file (and line) if it is missing, unreadable, not YAML or not a mapping."""
+def load(path="params.yaml", fix="restore it with `git checkout params.yaml` or fix it by hand"):
+    """params.yaml (or a stage's resolved params, core.reads) as a dict, parsed by DVC's own loader;
+    ParamError naming the file (and line) and `fix` if it is missing, unreadable, not YAML or not a mapping."""
     from dvc.utils.serialize import YAMLError, parse_yaml
 
     path = Path(path)
-    fix = "restore it with `git checkout params.yaml` or fix it by hand"
     text = read_params_text(path, fix)
     try:
         data = parse_yaml(text, str(path))
@@ -208,6 +207,8 @@ KEYS = {
 }
 OPTIMIZERS = ("sgd", "adamw")  # train.scratch.optimizer (core.training.OPTIMIZERS): SGD is Nesterov momentum 0.9
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scratch.precision (Keras dtype policies)
+# Params with a fixed set of values: key -> the allowed values.
+CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS}
 # Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
 FLAGS = ("train.augment.flip", "train.scratch.flip_tta", "tune.enabled")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
@@ -224,18 +225,22 @@ def spec_number(params, key):
 
 
 def check_section(params, section):
-    """Refuse unknown keys in `section` (a top-level key such as "train", or
-    "seed") and its subsections, check every numeric key of NUMBERS and every
-    flag of FLAGS under it and, for "tune", the search space keras-tuner takes. Returns {key: checked value}."""
-    for key in KEYS:
-        if key == section or key.startswith(section + "."):
-            known_keys(params, key, KEYS[key])
-    table = {**NUMBERS, **OPTIONAL_NUMBERS}
-    checked = {key: spec_number(params, key) for key in table if key == section or key.startswith(section + ".")}
-    for key in (k for k in FLAGS if k.startswith(section + ".")):
+    """Refuse unknown keys in `section` (a top-level key such as "train", a subsection such as
+    "train.scratch", or a leaf such as "seed") and its subsections, check every numeric key of NUMBERS,
+    every flag of FLAGS and every choice of CHOICES under it and, for "tune", the search space keras-tuner
+    takes. Returns {key: checked value}."""
+    def within(key):
+        return key == section or key.startswith(section + ".")
+
+    for key in filter(within, KEYS):
+        known_keys(params, key, KEYS[key])
+    checked = {key: spec_number(params, key) for key in filter(within, {**NUMBERS, **OPTIONAL_NUMBERS})}
+    for key in filter(within, FLAGS):
         checked[key] = get(params, key)
         if not isinstance(checked[key], bool):
             raise ParamError(f"params.yaml: `{key}` must be true or false, got {checked[key]!r}")
+    for key in filter(within, CHOICES):
+        checked[key] = choice(params, key, CHOICES[key])
     if section == "tune":
         checked["tune.units"] = integer_choices(params, "tune.units", 0, 65536)
         checked["tune.dropout"] = number_range(params, "tune.dropout", 0.0, 0.9)

@@ -1,4 +1,6 @@
 """tf.data input pipelines: raw uint8 images (augmented for training) and cached features, in batches."""
+import numpy as np
+
 from core.hardware import op_determinism, usable_cores
 from core.runtime import keras, tf
 
@@ -62,3 +64,8 @@ def feature_batches(f, y, batch_size, shuffle_seed=None):
     if shuffle_seed is not None:
         ds = ds.shuffle(len(f), seed=shuffle_seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(_options())
+
+
+def predict_images(model, x, batch_size):
+    """The model's outputs for uint8 images (N, H, W, 3); float32 (Keras' progress bar on stdout)."""
+    return model.predict(image_batches(x, np.zeros(len(x), np.uint8), batch_size), verbose=1).astype(np.float32)

@@ -1,28 +1,29 @@
 """What every model stage (features, train, evaluate, profile) does first."""
 from dataclasses import dataclass
 
-from core import hardware, models
-from core.params import check_section, spec_number
+from core import hardware
+from core.params import check_section
+from core.reads import reads, resolve
+from core.registry import Entry, entry
 
 
 @dataclass(frozen=True)
 class Start:
     name: str            # params' `model`
-    entry: models.Entry  # its registry entry
-    image_size: int      # the side (px) the backbone runs at (basecnn: always 32)
+    entry: Entry         # its registry entry
     seed: int
     plan: dict           # core.hardware.plan for this machine
-    checked: dict        # the stage's params sections, checked: {dotted key: value}
+    params: dict         # the params this stage reads for this model, checked (core.reads.resolve)
+    checked: dict        # the same, flat: {dotted key: checked value}
 
 
-def start(params, *sections):
-    """Check the model and the stage's params sections (unknown keys, ranges)
-    before any work, then seed and configure TensorFlow (before its first op)."""
+def start(params, stage):
+    """Check the params `stage` reads for the selected model (unknown keys, ranges, choices) before any
+    work, then seed and configure TensorFlow (before its first op). `params` is params.yaml or what
+    resolve_params wrote for this stage (the same keys, the same shape)."""
+    params = resolve(params, stage)
     checked = {}
-    for section in sections:
-        checked.update(check_section(params, section))
-    name = params["model"]
-    entry = models.entry(name)
-    size = models.input_size(name, spec_number(params, "image_size"))
-    seed = spec_number(params, "seed")
-    return Start(name, entry, size, seed, hardware.configure(seed), checked)
+    for key in reads(params, stage):
+        checked.update(check_section(params, key))
+    return Start(params["model"], entry(params["model"]), checked["seed"], hardware.configure(checked["seed"]),
+                 params, checked)

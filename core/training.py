@@ -7,16 +7,9 @@ outputs, then `fine_tune` with the top of the backbone unfrozen. From scratch:
 import tempfile
 import time
 
-import numpy as np
-
 from core import pipeline
 from core.models import build_head, build_model, compile_model, unfreeze, with_dtype_policy
 from core.runtime import keras, tf
-
-
-def predict_images(model, x, batch_size):
-    """The model's outputs for uint8 images (N, H, W, 3); float32."""
-    return model.predict(pipeline.image_batches(x, np.zeros(len(x), np.uint8), batch_size), verbose=1).astype(np.float32)
 
 
 def fit(model, train, val, epochs, patience, callbacks=(), initial_epoch=0, watch_from=0):

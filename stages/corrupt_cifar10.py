@@ -7,7 +7,8 @@ from tqdm import tqdm
 
 from core.corruptions import (FAMILY, MEANING, NAMES, PARAMS, SEVERITIES, SIDE_PX, corrupt, frost_textures,
                               rng_for)
-from core.params import ParamError, check_section, get, spec_number
+from core.params import ParamError, get, spec_number
+from core.reads import resolve
 from core.data import balanced_subset
 from core.contracts import load_images, read_dataset_info
 from core.io import atomic_dir, save_npz, write_json
@@ -29,7 +30,7 @@ def names_param(params):
 
 
 def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
-    check_section(params, "corruptions")
+    params = resolve(params, "corrupt_cifar10")  # checked; the only params this stage sees
     per_class = spec_number(params, "corruptions.per_class")
     names = names_param(params)
     seed = spec_number(params, "seed")
@@ -56,7 +57,7 @@ def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
                 bar.update()
             save_npz(tmp / f"{name}.npz", x=out, y=y, index=index)
         write_json(tmp / "info.json", {
-            "available": True, "source": f"{data_dir}/test.npz", "seed": seed, "per_class": per_class,
+            "available": True, "source": "test.npz of the download_cifar10 stage", "seed": seed, "per_class": per_class,
             "images": int(len(index)), "image_shape": list(x.shape[1:]), "corruptions": names,
             "reference": "make_cifar_c.py (Hendrycks & Dietterich, ICLR 2019), CIFAR parameters",
             "parameters": {n: {"family": FAMILY[n], "meaning": MEANING[n],

@@ -20,7 +20,7 @@ from core.io import atomic_dir, atomic_path, csv_text, write_json, write_text
 from core.metrics import classification_report
 from core.params import ParamError
 from core.stage import start
-from core.training import predict_images
+from core.pipeline import predict_images
 
 
 def misclassified_grid(path, x, y, probs, classes, origins, n=24):

@@ -20,7 +20,7 @@ from core.contracts import load_images, load_model, read_dataset_info  # noqa: E
 from core.io import atomic_dir, atomic_path, write_json  # noqa: E402
 from core.params import TFLITE_KINDS, subset  # noqa: E402
 from core.stage import start  # noqa: E402
-from core.training import predict_images  # noqa: E402
+from core.pipeline import predict_images  # noqa: E402
 
 
 def main(params, data_dir="data/cifar10", model_path="models/model.keras", metrics_path="metrics/profile.json",
@@ -58,7 +58,7 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
             for k, v in prof.tflite_report(model, kind, x_eval, y_eval, latency_runs, warmup, tmp).items():
                 result[f"tflite_{kind}_{k}"] = v
         # What the directory holds, always: DVC warns about an empty output ("'models/tflite' is empty").
-        info = {"model": name, "from": str(model_path), "exports": {k: f"model_{k}.tflite" for k in kinds}}
+        info = {"model": name, "exports": {k: f"model_{k}.tflite" for k in kinds}}
         if not kinds:
             info["why_empty"] = "params.yaml: `profile.tflite` is []: no TFLite export asked for"
         write_json(tmp / "info.json", info)

@@ -3,7 +3,8 @@ split as an independent distribution-shift set: data/cinic10/sample.npz
 (x, y, origin), manifest.csv (the archive member of every image), info.json."""
 import numpy as np
 
-from core.params import check_section, choice, sources, spec_number
+from core.params import choice, sources, spec_number
+from core.reads import resolve
 from core.data import CIFAR10_CLASSES, CINIC_ORIGINS, class_counts, sample_cinic
 from core.fetch import fetch_section
 from core.io import atomic_dir, csv_text, save_npz, write_json, write_text
@@ -12,8 +13,7 @@ ORIGINS = {"imagenet": ["imagenet"], "cifar10": ["cifar10"], "all": sorted(CINIC
 
 
 def main(params, out_dir="data/cinic10"):
-    check_section(params, "cinic10")
-    check_section(params, "fetch")
+    params = resolve(params, "sample_cinic10")  # checked; the only params this stage sees
     urls = sources(params, "cinic10.urls")
     origin = choice(params, "cinic10.origin", list(ORIGINS))
     per_class = spec_number(params, "cinic10.per_class")
@@ -21,10 +21,8 @@ def main(params, out_dir="data/cinic10"):
     if urls:
         archive = fetch_section(params, "cinic10")
         x, y, origins, members = sample_cinic(archive, per_class, ORIGINS[origin], seed)
-        source = str(archive)
     else:  # no shift set: downstream stages see zero images and say so
         x, y, origins, members = np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.uint8), np.zeros(0, "<U8"), []
-        source = "none"
 
     manifest = csv_text(["index", "member", "class", "origin"],
                         ((i, m, CIFAR10_CLASSES[c], o) for i, (m, c, o) in enumerate(zip(members, y, origins))))
@@ -32,7 +30,9 @@ def main(params, out_dir="data/cinic10"):
         save_npz(tmp / "sample.npz", x=x, y=y, origin=origins)
         write_text(tmp / "manifest.csv", manifest)
         write_json(tmp / "info.json", {
-            "source": source, "split": "test", "origin": origin, "per_class": per_class if urls else 0,
+            # Without a source, no setting of the sample is used: the same empty set whatever they say.
+            "available": bool(urls), "split": "test", "origin": origin if urls else "none",
+            "per_class": per_class if urls else 0,
             "classes": CIFAR10_CLASSES, "counts": class_counts(y, CIFAR10_CLASSES),
             "origin_counts": {o: int((origins == o).sum()) for o in sorted(set(origins.tolist()))},
         })

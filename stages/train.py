@@ -8,15 +8,20 @@ Either phase can be switched off with `epochs: 0`. From scratch (basecnn): the
 whole network, one phase. Both log to one DVCLive run on one step axis
 (plots/train). Writes models/model.keras, which takes raw uint8 images, and
 metrics/train.json; model, metrics and curves are replaced together, at the end.
+
+Reads data/params/train.json (stage resolve_params): the shared training params and the selected model's
+recipe only, so basecnn does not rerun for a head param, nor a backbone for a from-scratch one. The image
+side and weights are the trunk's, read from data/features/info.json.
 """
 # The project's modules first: they import TensorFlow through core.runtime, which keeps its start-up
 # output quiet; dvclive.keras would import it first, and loudly.
 from core import StageError, hardware, models
 from core.callbacks import StopOnNaN
 from core.contracts import load_features, load_images, load_model, read_dataset_info, read_json
-from core.io import atomic_dir, atomic_path, write_json
-from core.params import OPTIMIZERS, PRECISIONS, ParamError, choice
+from core.io import atomic_dir, atomic_path, save_keras, write_json
+from core.params import ParamError
 from core.pipeline import augmenter, feature_batches, image_batches
+from core.reads import params_path
 from core.stage import start
 from core.training import fine_tune, scratch_model, train_from_scratch, train_head, tune_head
 from dvclive import Live
@@ -33,13 +38,13 @@ def check_epochs(t, entry, name):
                          "and needs at least 1 epoch")
 
 
-def load_trunk(params, name, size, features_dir):
-    """The trunk the features stage built, checked to be the one these params ask for."""
+def load_trunk(name, features_dir):
+    """The trunk the features stage built, checked to be this model's, and its info (image side, weights)."""
     info = read_json(f"{features_dir}/info.json", "features", keys=("model", "image_size", "weights"))
-    if (info["model"], info["image_size"], info["weights"]) != (name, size, str(params["weights"])):
-        raise StageError(f"{features_dir} holds features of {info['model']} at {info['image_size']} px; "
-                         "run the features stage first (dvc repro)")
-    return load_model(f"{features_dir}/trunk.keras", stage="features")
+    if info["model"] != name:
+        raise StageError(f"{features_dir} holds features of {info['model']}, not {name}; run the features stage "
+                         "first (dvc repro)")
+    return load_model(f"{features_dir}/trunk.keras", stage="features"), info
 
 
 def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
@@ -98,11 +103,10 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job)
 
 def main(params, data_dir="data/cifar10", features_dir="data/features", model_path="models/model.keras",
          metrics_path="metrics/train.json", conditions_path="metrics/conditions/train.json", live_dir="plots/train"):
-    job = start(params, "train", "tune")
+    job = start(params, "train")
+    params = job.params
     t = params["train"]
     check_epochs(t, job.entry, job.name)
-    for key, allowed in (("optimizer", OPTIMIZERS), ("precision", PRECISIONS)):
-        choice(params, f"train.scratch.{key}", allowed)
     classes = read_dataset_info(data_dir)["classes"]
     data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
     augmentation = augmenter(seed=job.seed, **t["augment"])  # the section's keys are its arguments
@@ -113,8 +117,7 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     recipe = two_phase if job.entry.two_phase else from_scratch
     # metrics/train.json holds the figures compared across experiments; what they were measured under
     # (the image side basecnn really ran at, the device and thread plan) goes beside it, out of `dvc exp show`.
-    conditions = {"model": job.name, "image_size": job.image_size, "weights": str(params["weights"]),
-                  "hardware": job.plan}
+    conditions = {"model": job.name, "hardware": job.plan}
     metrics = {}
     # The curves are written to a temporary directory and replace plots/train only once
     # training has succeeded, right after the model and metrics: the three stay one set.
@@ -122,7 +125,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         # One DVCLive run around both fits: DVCLiveCallback would end it after the first.
         with hardware.strategy(job.plan).scope(), Live(str(curves), dvcyaml=None, save_dvc_exp=False,
                                                        report=None) as live:
-            trunk = load_trunk(params, job.name, job.image_size, features_dir)
+            trunk, info = load_trunk(job.name, features_dir)
+            conditions.update(image_size=info["image_size"], weights=info["weights"])
             deployed, phases, recipe_metrics, recipe_conditions = recipe(
                 trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
         metrics.update(recipe_metrics)
@@ -140,7 +144,7 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
         # The files are complete before any is renamed into place; the curves follow.
         with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \
                 atomic_path(conditions_path) as conditions_tmp:
-            deployed.save(model_tmp)
+            save_keras(deployed, model_tmp)
             write_json(metrics_tmp, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
             write_json(conditions_tmp, conditions)
     print(f"{job.name}: val accuracy {metrics['val_accuracy']:.4f}, train time {metrics['train_time_s']:.0f} s")
@@ -148,4 +152,4 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
 
 if __name__ == "__main__":
     from core.cli import run
-    run(main)
+    run(main, params_path("train"))

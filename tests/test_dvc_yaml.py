@@ -65,3 +65,21 @@ def test_each_stage_depends_on_every_module_it_imports():
         declared = {d for d in stage["deps"] if isinstance(d, str) and d.endswith(".py")}
         assert declared == needed, (f"dvc.yaml stage {name}: missing {sorted(needed - declared)}, "
                                     f"not imported {sorted(declared - needed)}")
+
+
+def test_each_stage_declares_exactly_the_params_it_reads():
+    """dvc.yaml's params of a stage are core.reads.READS[stage]; a stage whose params depend on the model
+    declares none and depends on the file resolve_params writes for it, and resolve_params reads every key
+    any model's version of those stages reads."""
+    from core.reads import READS, RESOLVED, params_path
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(READS)
+    for name, stage in stages.items():
+        if name in RESOLVED:
+            assert "params" not in stage and params_path(name) in stage["deps"], name
+            assert name in yaml.safe_dump(stages["resolve_params"]["outs"])
+        else:
+            assert stage["params"] == list(READS[name]), name
+    resolver = READS["resolve_params"]
+    read = {key for name in RESOLVED for keys in READS[name].values() for key in keys}
+    assert all(any(key == r or key.startswith(r + ".") for r in resolver) for key in read), read

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from core import StageError, hardware, models, pipeline
-from core.training import fit, predict_images
+from core.pipeline import predict_images
+from core.training import fit
 
 
 def batches(ds):

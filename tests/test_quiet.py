@@ -118,7 +118,7 @@ def test_tf_stages_print_no_error_on_a_cpu_machine(tmp_path, params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | {"PYTHONPATH": str(ROOT)}
     output = {}
-    for stage in ("features", "train", "profile"):
+    for stage in ("resolve_params", "features", "train", "profile"):
         out = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True,
                              text=True)
         assert out.returncode == 0, out.stderr

@@ -21,7 +21,7 @@ from PIL import Image
 
 from core.data import CIFAR10_CLASSES
 from core.io import load_npz
-from core.training import predict_images
+from core.pipeline import predict_images
 from stages import download_cifar10, features, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -94,7 +94,7 @@ def test_source_none_writes_an_empty_sample_that_says_so(params, tmp_path):
     sample_cinic10.main(params, out_dir=tmp_path / "out")
     sample = load_npz(tmp_path / "out" / "sample.npz")
     assert sample["x"].shape == (0, 32, 32, 3) and len(sample["y"]) == len(sample["origin"]) == 0
-    assert json.loads((tmp_path / "out" / "info.json").read_text())["source"] == "none"
+    assert json.loads((tmp_path / "out" / "info.json").read_text())["available"] is False
 
 
 def test_origin_patterns():

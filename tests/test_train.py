@@ -11,12 +11,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import yaml
 
 from core import StageError
 from core.io import load_npz, save_npz, write_json
 from core.models import REGISTRY
-from stages import features, train
+from stages import features, resolve_params, train
 
 
 @pytest.fixture
@@ -176,7 +175,7 @@ def test_train_refuses_features_of_another_model(workdir):
     workdir["model"] = "mobilenetv2"
     features.main(workdir)
     workdir["model"] = "densenet121"
-    with pytest.raises(StageError, match="holds features of mobilenetv2 at 32 px; run the features stage"):
+    with pytest.raises(StageError, match="holds features of mobilenetv2, not densenet121; run the features stage"):
         train.main(workdir)
 
 
@@ -186,6 +185,7 @@ def test_train_refuses_features_of_another_model(workdir):
     ("train.batch_size", "big", "`train.batch_size` must be an integer"),
 ])
 def test_bad_training_params_name_the_key(workdir, key, value, match):
+    workdir["model"] = "mobilenetv2"  # reads them all (basecnn reads no head or frozen-phase param)
     section, *rest = key.split(".")
     target = workdir[section]
     for part in rest[:-1]:
@@ -215,7 +215,7 @@ def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path)
     """SIGKILL during fit: no model file appears (it is written whole, at the end); a rerun finishes."""
     workdir["train"]["scratch"]["epochs"] = 50  # long enough to be killed mid-fit
     features.main(workdir)  # the trunk to train
-    Path("params.yaml").write_text(yaml.safe_dump(workdir))
+    resolve_params.main(workdir)  # what `python -m stages.train` reads
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(root)})

@@ -1,0 +1,194 @@
+"""DVC reruns only what changed, in a temporary git + DVC repo on tiny data, for basecnn and a pretrained
+backbone (mobilenetv2 at 32 px from random weights):
+
+(a) every stage forced to run again (`dvc repro -f -s <stage>`) leaves `dvc status` clean and its outputs'
+    hashes unchanged (but the measurement records: timings, machine);
+(b) for every params key (listed from core.params, so a new key is covered without editing this test),
+    changing it makes DVC rerun exactly the stages whose work reads it for that model (core.reads.READS);
+(c) the same dataset under another path reruns the download and nothing after it;
+(d) params changed and changed back restore every stage from DVC's run cache, nothing recomputed.
+
+(b) runs the stages without TensorFlow (resolve_params, which writes what features and train read) and
+asks DVC which stages are out of date: running every model stage for each of ~80 keys and two models
+would take most of an hour. Real `dvc repro` runs check the same for a few keys, the done-when examples
+among them, and show that a rerun whose outputs are byte-identical reruns nothing downstream.
+"""
+import copy
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.params import CHOICES, FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS
+from core.params import load as load_params
+from core.reads import READS, reads
+from test_pipeline_e2e import dvc, tiny_pipeline_params
+
+pytestmark = pytest.mark.e2e
+
+# Output files that hold measurements (timings, memory, the machine): a rerun writes new figures there.
+MEASURED = re.compile(r"^metrics/(conditions/.*|profile\.json|train\.json)$")
+# Values for keys whose change no rule below derives (the run never reads them: DVC's status is asked).
+CHANGES = {
+    "weights": "imagenet", "cifar10.format": "binary", "cifar10.urls": ["elsewhere/cifar.tar.gz"],
+    "cifar10.checksum": "sha256:" + "0" * 64, "cinic10.urls": ["elsewhere/cinic.tar.gz"],
+    "cinic10.checksum": "md5:" + "0" * 32, "cinic10.origin": "all", "corruptions.names": ["pixelate"],
+    "fetch.dir": "elsewhere", "profile.tflite": ["fp16"], "tune.units": [0, 64], "tune.dropout": [0.0, 0.3],
+    "tune.learning_rate": [0.001, 0.01], "compare.rank_by": "test_accuracy", "compare.max_latency_ms": 100,
+    "compare.max_size_mb": 100, "compare.max_peak_rss_mb": 1000,
+}
+
+
+def every_key(params):
+    """Every leaf key: the sections' keys of core.params.KEYS, and the top-level keys outside them."""
+    keys = [f"{section}.{k}" for section, names in KEYS.items() for k in names if f"{section}.{k}" not in KEYS]
+    return [k for k in params if k not in KEYS] + keys
+
+
+def get(params, key):
+    for part in key.split("."):
+        params = params[part]
+    return params
+
+
+def with_value(params, key, value):
+    out = copy.deepcopy(params)
+    *parents, leaf = key.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
+def changed_value(params, key):
+    """A valid value of `key` other than its value in `params`."""
+    value = get(params, key)
+    if key == "model":
+        return "basecnn" if value != "basecnn" else "mobilenetv2"
+    if key in CHANGES:
+        assert CHANGES[key] != value, key
+        return CHANGES[key]
+    if key in FLAGS:
+        return not value
+    if key in CHOICES:
+        return next(v for v in CHOICES[key] if v != value)
+    if key in OPTIONAL_NUMBERS and value is None:
+        return OPTIONAL_NUMBERS[key][0] + 1
+    if key in NUMBERS or key in OPTIONAL_NUMBERS:
+        low, high, integer = {**NUMBERS, **OPTIONAL_NUMBERS}[key]
+        if integer:
+            return value + 1 if value + 1 <= high else value - 1
+        return (value + high) / 2 if value < high else (value + low) / 2
+    raise AssertionError(f"no changed value for params key `{key}`: add one to CHANGES in {__file__}")
+
+
+def write_params(repo, params):
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def ran(output):
+    """The stages a `dvc repro` output says it ran, and those it restored from the run cache."""
+    return (set(re.findall(r"Running stage '(\w+)'", output)),
+            set(re.findall(r"Stage '(\w+)' is cached - skipping run", output)))
+
+
+def out_hashes(repo):
+    """{output path: md5} of every stage output recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {o["path"]: o["md5"] for stage in lock.values() for o in stage.get("outs", [])}
+
+
+def repro(repo, *args):
+    return dvc(repo, "repro", *args).stdout
+
+
+def readers(params, key):
+    """The stages whose work reads `key` for params' model: the expectation."""
+    return {stage for stage in READS
+            if any(key == r or key.startswith(r + ".") for r in reads(params, stage))}
+
+
+def out_of_date(repo, params, keys, monkeypatch):
+    """For each key: changed alone, the stages DVC would rerun for it. resolve_params runs for real (a
+    second, no TensorFlow); every other stage is only asked about (DVC's status, in this process)."""
+    from dvc.repo import Repo
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    found = {}
+    with Repo(str(repo)) as dvc_repo:
+        for key in keys:
+            write_params(repo, with_value(params, key, changed_value(params, key)))
+            done = {stage.name for stage in dvc_repo.reproduce(targets=["resolve_params"])}
+            found[key] = done | {name.split(":")[-1] for name in dvc_repo.status()}
+        write_params(repo, params)
+        dvc_repo.reproduce(targets=["resolve_params"])  # back to params' own files (from the run cache)
+    return found
+
+
+def forced_reruns_change_nothing(repo, stages):
+    before = out_hashes(repo)
+    for stage in stages:
+        assert ran(repro(repo, "-f", "-s", stage))[0] == {stage}
+        assert "Data and pipelines are up to date." in dvc(repo, "status").stdout, stage
+    after = out_hashes(repo)
+    changed = sorted(path for path in before if before[path] != after[path] and not MEASURED.match(path))
+    assert changed == [], f"rerun with the same inputs wrote other bytes: {changed}"
+
+
+def test_dvc_reruns_only_what_changed(project, tmp_path, monkeypatch):
+    tiny_pipeline_params(project, tmp_path, model="basecnn")
+    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    assert ran(repro(project))[0] == set(stages)
+    base = load_params(project / "params.yaml")
+    model_stages = [s for s in stages if "model" in reads(base, s)]
+
+    # (a) basecnn: every stage forced again, byte-identical.
+    forced_reruns_change_nothing(project, stages)
+    # (b) every key, basecnn.
+    keys = every_key(base)
+    assert {k for k, _ in leaves(base)} <= set(keys)
+    for key, found in out_of_date(project, base, keys, monkeypatch).items():
+        assert found == readers(base, key), key
+    # The done-when examples, run for real: a head param or image_size for basecnn runs resolve_params only;
+    # a download setting reruns the data stages, which write the same bytes, and nothing after them.
+    for key in ("train.head.units", "image_size", "features.batch_size"):
+        write_params(project, with_value(base, key, changed_value(base, key)))
+        assert ran(repro(project)) == ({"resolve_params"}, set()), key
+    write_params(project, with_value(base, "fetch.timeout_s", 7))
+    assert ran(repro(project))[0] == {"download_cifar10", "sample_cinic10"}
+    # (c) the same images under another path: the download reruns, nothing after it.
+    shutil.copytree(tmp_path / "images", tmp_path / "copy")
+    write_params(project, with_value(base, "cifar10.urls", [str(tmp_path / "copy")]))
+    assert ran(repro(project))[0] == {"download_cifar10"}
+    # (d) seed changed and back: every stage reruns, then every stage comes from the run cache.
+    write_params(project, with_value(base, "seed", 7))
+    assert ran(repro(project))[0] == set(stages)
+    write_params(project, base)
+    assert ran(repro(project)) == (set(), set(stages))
+
+    # The same for a pretrained backbone, on the same data.
+    backbone = {**base, "model": "mobilenetv2"}
+    write_params(project, backbone)
+    assert ran(repro(project))[0] == set(model_stages)
+    forced_reruns_change_nothing(project, model_stages)
+    for key, found in out_of_date(project, backbone, keys, monkeypatch).items():
+        assert found == readers(backbone, key), key
+    write_params(project, with_value(backbone, "train.head.units", 8))
+    assert ran(repro(project))[0] == {"resolve_params", "train", "evaluate", "profile"}
+    # (d) back to basecnn, then to the backbone: nothing is recomputed.
+    for params in (base, backbone):
+        write_params(project, params)
+        assert ran(repro(project)) == (set(), set(model_stages))
+
+
+def leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
