@@ -1,11 +1,14 @@
 """core.io's atomic writers when the output is a symlink (data kept on another
-disk) and when two runs write one output at once; and what "previous outputs
-are kept" means under `dvc repro`."""
+disk) and when two runs write one output at once; what "previous outputs
+are kept" means under `dvc repro`; and outputs whose bytes depend on their
+content only, as DVC's content hashes need."""
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -13,7 +16,7 @@ from hypothesis import strategies as st
 
 from builders import cifar10_binary
 from conftest import ROOT, run_cmd
-from core.io import atomic_dir, write_json
+from core.io import atomic_dir, load_npz, save_npz, write_json
 from stages import download_cifar10
 from test_bad_inputs import cifar_params, leftovers, snapshot
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
@@ -139,3 +142,43 @@ def test_outputs_follow_the_umask(tmp_path, umask):
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
     assert (tmp_path / "out/inner.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# Byte-identical reruns: DVC caches an output by its content hash, so a stage rerun with the same inputs must
+# write the same bytes, or every rerun is a new version in the cache and on the remote.
+
+def npz_arrays():
+    return {"x": np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), "y": np.array([3, 1], np.int64),
+            "index": np.array([0.5, -2.0], ">f8"), "empty": np.zeros((0, 3), np.float32)}
+
+
+def test_npz_bytes_depend_on_the_arrays_only(tmp_path, monkeypatch):
+    arrays = npz_arrays()
+    save_npz(tmp_path / "first.npz", **arrays)
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 400 * 86400)  # zipfile stamps time.localtime(time.time())
+    save_npz(tmp_path / "later.npz", **arrays)
+    assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "later.npz").read_bytes()
+    loaded = load_npz(tmp_path / "later.npz")
+    assert list(loaded) == list(arrays)  # in argument order
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_npz_bytes_are_the_same_on_windows(tmp_path, monkeypatch):
+    """zipfile records the system that wrote a member (0 on Windows, 3 elsewhere) in its header: np.savez's
+    bytes, and so DVC's hashes, differ between a team's Windows and Linux machines."""
+    save_npz(tmp_path / "linux.npz", **npz_arrays())
+    monkeypatch.setattr(sys, "platform", "win32")  # what zipfile.ZipInfo reads
+    save_npz(tmp_path / "windows.npz", **npz_arrays())
+    monkeypatch.undo()
+    assert (tmp_path / "linux.npz").read_bytes() == (tmp_path / "windows.npz").read_bytes()
+
+
+def test_npz_bytes_are_those_np_savez_writes_on_linux(tmp_path):
+    """.npz outputs written before save_npz pinned its headers keep their bytes, and DVC its cache of them."""
+    with open(tmp_path / "np.npz", "wb") as f:
+        np.savez(f, **npz_arrays())
+    save_npz(tmp_path / "ours.npz", **npz_arrays())
+    assert (tmp_path / "ours.npz").read_bytes() == (tmp_path / "np.npz").read_bytes()
