@@ -215,6 +215,50 @@ def save_npz(path, **arrays):
         write_npz(f, arrays)
 
 
+KERAS_DATE_SAVED = "1980-01-01@00:00:00"  # ZIP_EPOCH, written as Keras writes metadata.json's date_saved
+
+
+def _numbered_shared_objects(node, numbers):
+    """A Keras config with each shared_object_id (id(obj): a memory address, new in every process) replaced
+    by 1, 2, ... in order of first appearance. Loading uses the ids only as keys within the one file."""
+    if isinstance(node, dict):
+        return {k: numbers.setdefault(v, len(numbers) + 1) if k == "shared_object_id"
+                else _numbered_shared_objects(v, numbers) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbered_shared_objects(v, numbers) for v in node]
+    return node
+
+
+def _keras_config(data):
+    # Keras writes json.dumps(config) and reads it back with json.loads: the same defaults here.
+    return json.dumps(_numbered_shared_objects(json.loads(data), {})).encode()
+
+
+def _keras_metadata(data):
+    return json.dumps({**json.loads(data), "date_saved": KERAS_DATE_SAVED}).encode()
+
+
+# The members of a .keras file that hold more than the model: the moment it was saved, memory addresses.
+KERAS_MEMBER_FIXES = {"metadata.json": _keras_metadata, "config.json": _keras_config}
+
+
+def save_keras(model, path):
+    """model.save(path), atomically, with bytes that depend on the model only, so a rerun keeps its DVC hash.
+
+    Keras stamps the time into metadata.json (date_saved) and into the weights member's zip header, and
+    names objects shared between layers (a dtype policy) by their memory address in config.json; those are
+    pinned, members kept in Keras' order, uncompressed as Keras stores them. The weights (model.weights.h5)
+    are kept as written: h5py creates datasets without timestamps (track_times=False), and groups in Keras'
+    HDF5 files (libver "earliest") hold none either (every object's ctime and mtime read 0)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as zf:
+            members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for name, data in members:
+                zf.writestr(zip_member(name), KERAS_MEMBER_FIXES.get(name, bytes)(data))
+
+
 # What zipfile raises for a damaged archive, beyond BadZipFile: a flipped bit in a header can name an
 # unsupported compression method (NotImplementedError) or set the encryption flag (RuntimeError), and
 # in the data it breaks the deflate stream (zlib.error).

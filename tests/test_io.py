@@ -14,9 +14,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builders import cifar10_binary
+from builders import cifar10_binary, tiny_model
 from conftest import ROOT, run_cmd
-from core.io import atomic_dir, load_npz, save_npz, write_json
+from core.io import atomic_dir, load_npz, save_keras, save_npz, write_json
 from stages import download_cifar10
 from test_bad_inputs import cifar_params, leftovers, snapshot
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
@@ -152,6 +152,12 @@ def npz_arrays():
             "index": np.array([0.5, -2.0], ">f8"), "empty": np.zeros((0, 3), np.float32)}
 
 
+def past_the_next_even_second():
+    """Sleep until the wall clock has passed an even second: zip headers hold the time to 2 s, Keras'
+    date_saved to 1 s, so anything saved before and after this differs if it holds the time."""
+    time.sleep(2 - time.time() % 2 + 0.01)
+
+
 def test_npz_bytes_depend_on_the_arrays_only(tmp_path, monkeypatch):
     arrays = npz_arrays()
     save_npz(tmp_path / "first.npz", **arrays)
@@ -182,3 +188,39 @@ def test_npz_bytes_are_those_np_savez_writes_on_linux(tmp_path):
         np.savez(f, **npz_arrays())
     save_npz(tmp_path / "ours.npz", **npz_arrays())
     assert (tmp_path / "ours.npz").read_bytes() == (tmp_path / "np.npz").read_bytes()
+
+
+def predictions(model):
+    return model.predict(np.linspace(-2, 2, 5 * 4, dtype="float32").reshape(5, 4), verbose=0)
+
+
+def test_keras_bytes_depend_on_the_model_only(tmp_path):
+    """Keras stamps the time in a .keras file (metadata.json, the weights' zip header) and the memory address
+    of shared objects (config.json): two equal models, saved at different times, must give equal bytes."""
+    first, second = tiny_model(), tiny_model()  # equal, their shared dtype policies at two addresses
+    save_keras(first, tmp_path / "first.keras")
+    past_the_next_even_second()
+    save_keras(second, tmp_path / "later.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "later.keras").read_bytes()
+    from core.runtime import keras
+    loaded = keras.models.load_model(tmp_path / "later.keras")  # in safe mode
+    np.testing.assert_array_equal(predictions(loaded), predictions(first))
+
+
+SAVE_TINY_MODEL = textwrap.dedent("""
+    import sys
+    from builders import tiny_model
+    from core.io import save_keras
+    save_keras(tiny_model(), sys.argv[1])
+""")
+
+
+def test_keras_bytes_are_the_same_from_another_process(tmp_path):
+    """What a rerun is: another process (its own memory addresses and string hash seed) at another time."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTHONHASHSEED": "1"}
+    other = subprocess.run([sys.executable, "-c", SAVE_TINY_MODEL, str(tmp_path / "other.keras")], cwd=tmp_path,
+                           env=env, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    past_the_next_even_second()
+    save_keras(tiny_model(), tmp_path / "here.keras")
+    assert (tmp_path / "here.keras").read_bytes() == (tmp_path / "other.keras").read_bytes()
