@@ -180,10 +180,83 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+# Zip member headers with every field pinned that zipfile would otherwise take from the moment or the machine
+# (writestr and write stamp the current time or the file's mtime and mode; ZipInfo records Windows or Unix),
+# so an output's bytes, and DVC's hash of it, depend on its content only. The values are those np.savez
+# and Keras' own members get on Linux: .npz files written before keep their hashes.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip header can hold
+ZIP_UNIX = 3  # create_system
+ZIP_FILE_MODE = 0o600 << 16  # -rw-------, what zipfile gives a member written through ZipFile.open
+ZIP_DIR_MODE = 0o40755 << 16 | 0x10  # drwxr-xr-x and the MS-DOS directory flag
+
+
+def zip_member(name):
+    """A ZipInfo for an uncompressed member `name` whose header depends on the name only."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.create_system = ZIP_UNIX
+    info.external_attr = ZIP_DIR_MODE if name.endswith("/") else ZIP_FILE_MODE
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+def write_npz(f, arrays):
+    """np.savez's archive of `arrays` ({name: array}, in that order) to the binary file `f`, byte for byte
+    what it writes on Linux, whatever the platform or time. No pickles: load_npz refuses them anyway."""
+    with zipfile.ZipFile(f, "w") as zf:
+        for name, array in arrays.items():
+            # zip64 always, as np.savez: the header is written before the size is known (numpy gh-10776).
+            with zf.open(zip_member(f"{name}.npy"), "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 def save_npz(path, **arrays):
-    # np.savez appends ".npz" to names without it, so write through a handle.
+    """An .npz whose bytes depend on `arrays` only (write_npz): a rerun keeps its DVC hash."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        write_npz(f, arrays)
+
+
+KERAS_DATE_SAVED = "1980-01-01@00:00:00"  # ZIP_EPOCH, written as Keras writes metadata.json's date_saved
+
+
+def _numbered_shared_objects(node, numbers):
+    """A Keras config with each shared_object_id (id(obj): a memory address, new in every process) replaced
+    by 1, 2, ... in order of first appearance. Loading uses the ids only as keys within the one file."""
+    if isinstance(node, dict):
+        return {k: numbers.setdefault(v, len(numbers) + 1) if k == "shared_object_id"
+                else _numbered_shared_objects(v, numbers) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbered_shared_objects(v, numbers) for v in node]
+    return node
+
+
+def _keras_config(data):
+    # Keras writes json.dumps(config) and reads it back with json.loads: the same defaults here.
+    return json.dumps(_numbered_shared_objects(json.loads(data), {})).encode()
+
+
+def _keras_metadata(data):
+    return json.dumps({**json.loads(data), "date_saved": KERAS_DATE_SAVED}).encode()
+
+
+# The members of a .keras file that hold more than the model: the moment it was saved, memory addresses.
+KERAS_MEMBER_FIXES = {"metadata.json": _keras_metadata, "config.json": _keras_config}
+
+
+def save_keras(model, path):
+    """model.save(path), atomically, with bytes that depend on the model only, so a rerun keeps its DVC hash.
+
+    Keras stamps the time into metadata.json (date_saved) and into the weights member's zip header, and
+    names objects shared between layers (a dtype policy) by their memory address in config.json; those are
+    pinned, members kept in Keras' order, uncompressed as Keras stores them. The weights (model.weights.h5)
+    are kept as written: h5py creates datasets without timestamps (track_times=False), and groups in Keras'
+    HDF5 files (libver "earliest") hold none either (every object's ctime and mtime read 0)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as zf:
+            members = [(info.filename, zf.read(info)) for info in zf.infolist()]
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for name, data in members:
+                zf.writestr(zip_member(name), KERAS_MEMBER_FIXES.get(name, bytes)(data))
 
 
 # What zipfile raises for a damaged archive, beyond BadZipFile: a flipped bit in a header can name an

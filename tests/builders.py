@@ -155,3 +155,20 @@ def image_bytes(pixels, mode=None, fmt="PNG"):
     image = Image.fromarray(pixels) if mode is None else Image.fromarray(pixels).convert(mode)
     image.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def tiny_model():
+    """A small compiled Keras model with fixed weights, the same in every process: each layer, the model and
+    the optimizer are named (Keras numbers unnamed ones per process). Its layers share a dtype policy of
+    its own, an object that config.json names by its memory address."""
+    from core.runtime import keras
+    policy = keras.DTypePolicy("float32")
+    model = keras.Sequential([keras.Input((4,), name="x"),
+                              keras.layers.Dense(3, activation="relu", dtype=policy, name="hidden"),
+                              keras.layers.BatchNormalization(dtype=policy, name="norm"),
+                              keras.layers.Dense(2, dtype=policy, name="out")], name="tiny")
+    # Positive values: BatchNorm's moving variance among them.
+    model.set_weights([np.linspace(0.1, 1, int(np.prod(w.shape)), dtype="float32").reshape(w.shape)
+                       for w in model.weights])
+    model.compile(keras.optimizers.SGD(name="sgd"), "mse")
+    return model

@@ -33,6 +33,7 @@ from PIL import Image
 from builders import (booby_trap, booby_trapped_pickle, cifar10_binary, cifar10_python, cinic10, class_folders,
                       image_bytes, with_extra_member)
 from conftest import ROOT, sha256
+import core.io
 from core import StageError
 from core import fetch as fetch_module
 from core.fetch import DownloadError, fetch, parse_checksum
@@ -444,16 +445,16 @@ def test_val_fraction_that_leaves_a_class_without_training_images(params, tmp_pa
 def test_disk_full_midway_keeps_the_previous_output(request, monkeypatch, stage):
     module, params, _, out, before = stage_setup(request, stage)
     params["seed"] += 1  # the new output would differ from the previous one
-    real, calls = np.savez, []
+    real, calls = core.io.write_npz, []
 
-    def fills_the_disk(f, *args, **kwargs):
+    def fills_the_disk(f, arrays):
         calls.append(1)
         if len(calls) == (2 if stage == "download_cifar10" else 1):  # train.npz written, then val.npz half
             f.write(b"PK\x03\x04 first bytes of an npz")
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(f, *args, **kwargs)
+        return real(f, arrays)
 
-    monkeypatch.setattr(np, "savez", fills_the_disk)
+    monkeypatch.setattr(core.io, "write_npz", fills_the_disk)
     with pytest.raises(DiskFullError, match="^" + re.escape(f"{out}: disk full while writing it (No space left on "
                                                             "device); free space on that disk and run again")):
         module.main(params, out_dir=out)
@@ -472,21 +473,21 @@ def test_disk_full_in_a_single_file_keeps_the_previous_file(tmp_path):
     assert target.read_text() == '{"previous": true}\n' and leftovers(target.parent) == []
 
 
-# Runs `python -m stages.download_cifar10` with np.savez stalling half-way through
+# Runs `python -m stages.download_cifar10` with core.io.write_npz stalling half-way through
 # the Nth file it writes, so a signal arrives mid-write at a known point.
 STALLING_STAGE = textwrap.dedent("""
     import os, pathlib, runpy, sys, time
-    import numpy as np
-    real, calls = np.savez, []
-    def stalling_savez(f, *args, **kwargs):
+    import core.io
+    real, calls = core.io.write_npz, []
+    def stalling_write_npz(f, arrays):
         calls.append(1)
         if len(calls) == int(os.environ["STALL_AT"]):
             f.write(b"PK\\x03\\x04 half of an npz")
             f.flush()
             pathlib.Path(os.environ["STALLED"]).touch()
             time.sleep(60)
-        return real(f, *args, **kwargs)
-    np.savez = stalling_savez
+        return real(f, arrays)
+    core.io.write_npz = stalling_write_npz
     sys.argv = ["stages.download_cifar10"]
     runpy.run_module("stages.download_cifar10", run_name="__main__", alter_sys=True)
 """)

@@ -1,19 +1,22 @@
 """core.io's atomic writers when the output is a symlink (data kept on another
-disk) and when two runs write one output at once; and what "previous outputs
-are kept" means under `dvc repro`."""
+disk) and when two runs write one output at once; what "previous outputs
+are kept" means under `dvc repro`; and outputs whose bytes depend on their
+content only, as DVC's content hashes need."""
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builders import cifar10_binary
+from builders import cifar10_binary, tiny_model
 from conftest import ROOT, run_cmd
-from core.io import atomic_dir, write_json
+from core.io import atomic_dir, load_npz, save_keras, save_npz, write_json
 from stages import download_cifar10
 from test_bad_inputs import cifar_params, leftovers, snapshot
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
@@ -139,3 +142,85 @@ def test_outputs_follow_the_umask(tmp_path, umask):
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
     assert (tmp_path / "out/inner.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# Byte-identical reruns: DVC caches an output by its content hash, so a stage rerun with the same inputs must
+# write the same bytes, or every rerun is a new version in the cache and on the remote.
+
+def npz_arrays():
+    return {"x": np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), "y": np.array([3, 1], np.int64),
+            "index": np.array([0.5, -2.0], ">f8"), "empty": np.zeros((0, 3), np.float32)}
+
+
+def past_the_next_even_second():
+    """Sleep until the wall clock has passed an even second: zip headers hold the time to 2 s, Keras'
+    date_saved to 1 s, so anything saved before and after this differs if it holds the time."""
+    time.sleep(2 - time.time() % 2 + 0.01)
+
+
+def test_npz_bytes_depend_on_the_arrays_only(tmp_path, monkeypatch):
+    arrays = npz_arrays()
+    save_npz(tmp_path / "first.npz", **arrays)
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 400 * 86400)  # zipfile stamps time.localtime(time.time())
+    save_npz(tmp_path / "later.npz", **arrays)
+    assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "later.npz").read_bytes()
+    loaded = load_npz(tmp_path / "later.npz")
+    assert list(loaded) == list(arrays)  # in argument order
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_npz_bytes_are_the_same_on_windows(tmp_path, monkeypatch):
+    """zipfile records the system that wrote a member (0 on Windows, 3 elsewhere) in its header: np.savez's
+    bytes, and so DVC's hashes, differ between a team's Windows and Linux machines."""
+    save_npz(tmp_path / "linux.npz", **npz_arrays())
+    monkeypatch.setattr(sys, "platform", "win32")  # what zipfile.ZipInfo reads
+    save_npz(tmp_path / "windows.npz", **npz_arrays())
+    monkeypatch.undo()
+    assert (tmp_path / "linux.npz").read_bytes() == (tmp_path / "windows.npz").read_bytes()
+
+
+def test_npz_bytes_are_those_np_savez_writes_on_linux(tmp_path):
+    """.npz outputs written before save_npz pinned its headers keep their bytes, and DVC its cache of them."""
+    with open(tmp_path / "np.npz", "wb") as f:
+        np.savez(f, **npz_arrays())
+    save_npz(tmp_path / "ours.npz", **npz_arrays())
+    assert (tmp_path / "ours.npz").read_bytes() == (tmp_path / "np.npz").read_bytes()
+
+
+def predictions(model):
+    return model.predict(np.linspace(-2, 2, 5 * 4, dtype="float32").reshape(5, 4), verbose=0)
+
+
+def test_keras_bytes_depend_on_the_model_only(tmp_path):
+    """Keras stamps the time in a .keras file (metadata.json, the weights' zip header) and the memory address
+    of shared objects (config.json): two equal models, saved at different times, must give equal bytes."""
+    first, second = tiny_model(), tiny_model()  # equal, their shared dtype policies at two addresses
+    save_keras(first, tmp_path / "first.keras")
+    past_the_next_even_second()
+    save_keras(second, tmp_path / "later.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "later.keras").read_bytes()
+    from core.runtime import keras
+    loaded = keras.models.load_model(tmp_path / "later.keras")  # in safe mode
+    np.testing.assert_array_equal(predictions(loaded), predictions(first))
+
+
+SAVE_TINY_MODEL = textwrap.dedent("""
+    import sys
+    from builders import tiny_model
+    from core.io import save_keras
+    save_keras(tiny_model(), sys.argv[1])
+""")
+
+
+def test_keras_bytes_are_the_same_from_another_process(tmp_path):
+    """What a rerun is: another process (its own memory addresses and string hash seed) at another time."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTHONHASHSEED": "1"}
+    other = subprocess.run([sys.executable, "-c", SAVE_TINY_MODEL, str(tmp_path / "other.keras")], cwd=tmp_path,
+                           env=env, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    past_the_next_even_second()
+    save_keras(tiny_model(), tmp_path / "here.keras")
+    assert (tmp_path / "here.keras").read_bytes() == (tmp_path / "other.keras").read_bytes()
