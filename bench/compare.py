@@ -38,9 +38,9 @@ def exp_records(repo=None):
 
 
 def with_conditions(record, repo=None):
-    """The record with the top-level values of its experiment's metrics/conditions/<stage>.json (git-tracked
-    outputs, so they are in the experiment's commit) as `conditions.<stage>.<key>`. A queued or failed
-    experiment has none: its record is returned as it is."""
+    """The record with the top-level values of its experiment's metrics/conditions/<stage>.json (outputs DVC
+    caches, read at the experiment's commit from the cache or a remote) as `conditions.<stage>.<key>`. A
+    queued or failed experiment has none: its record is returned as it is."""
     import dvc.api
     from dvc.exceptions import DvcException
     rev = None if record.get("rev") == "workspace" else record.get("rev")

@@ -98,6 +98,11 @@ def ran(output):
             set(re.findall(r"Stage '(\w+)' is cached - skipping run", output)))
 
 
+def touched(output):
+    """The stages a `dvc repro` output ran or restored from the run cache."""
+    return set.union(*ran(output))
+
+
 def out_hashes(repo):
     """{output path: md5} of every stage output recorded in dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -119,14 +124,18 @@ def out_of_date(repo, params, keys, monkeypatch):
     second, no TensorFlow); every other stage is only asked about (DVC's status, in this process)."""
     from dvc.repo import Repo
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    found = {}
-    with Repo(str(repo)) as dvc_repo:
-        for key in keys:
-            write_params(repo, with_value(params, key, changed_value(params, key)))
-            done = {stage.name for stage in dvc_repo.reproduce(targets=["resolve_params"])}
-            found[key] = done | {name.split(":")[-1] for name in dvc_repo.status()}
+    monkeypatch.chdir(repo)  # DVC finds a stage named on its own in the dvc.yaml of the working directory
+    def rerun_for(params):
         write_params(repo, params)
-        dvc_repo.reproduce(targets=["resolve_params"])  # back to params' own files (from the run cache)
+        with Repo(str(repo)) as dvc_repo:  # a Repo reads dvc.yaml and params once: one per change
+            done = {stage.name for stage in dvc_repo.reproduce(targets=["resolve_params"])}
+            return done | {name.split(":")[-1] for name in dvc_repo.status()}
+
+    found = {}
+    for key in keys:
+        found[key] = rerun_for(with_value(params, key, changed_value(params, key)))
+        if "resolve_params" in found[key]:  # back to params' own files (from the run cache)
+            assert rerun_for(params) == {"resolve_params"}
     return found
 
 
@@ -140,6 +149,8 @@ def forced_reruns_change_nothing(repo, stages):
     assert changed == [], f"rerun with the same inputs wrote other bytes: {changed}"
 
 
+# DVC's own modules, called in this process by out_of_date, use pygtrie's soon-deprecated `.value`.
+@pytest.mark.filterwarnings("ignore:_NoneStep.value will soon raise AttributeError:DeprecationWarning")
 def test_dvc_reruns_only_what_changed(project, tmp_path, monkeypatch):
     tiny_pipeline_params(project, tmp_path, model="basecnn")
     stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
@@ -154,13 +165,16 @@ def test_dvc_reruns_only_what_changed(project, tmp_path, monkeypatch):
     assert {k for k, _ in leaves(base)} <= set(keys)
     for key, found in out_of_date(project, base, keys, monkeypatch).items():
         assert found == readers(base, key), key
-    # The done-when examples, run for real: a head param or image_size for basecnn runs resolve_params only;
-    # a download setting reruns the data stages, which write the same bytes, and nothing after them.
+    # For real: a head param or image_size for basecnn reruns resolve_params only (restored from the run
+    # cache, as the check above ran it); a download setting reruns the data stages, which write the same
+    # bytes, and nothing after them.
     for key in ("train.head.units", "image_size", "features.batch_size"):
         write_params(project, with_value(base, key, changed_value(base, key)))
-        assert ran(repro(project)) == ({"resolve_params"}, set()), key
+        assert touched(repro(project)) == {"resolve_params"}, key
+        write_params(project, base)
+        assert touched(repro(project)) == {"resolve_params"}, key
     write_params(project, with_value(base, "fetch.timeout_s", 7))
-    assert ran(repro(project))[0] == {"download_cifar10", "sample_cinic10"}
+    assert touched(repro(project)) == {"download_cifar10", "sample_cinic10"}
     # (c) the same images under another path: the download reruns, nothing after it.
     shutil.copytree(tmp_path / "images", tmp_path / "copy")
     write_params(project, with_value(base, "cifar10.urls", [str(tmp_path / "copy")]))
@@ -174,12 +188,12 @@ def test_dvc_reruns_only_what_changed(project, tmp_path, monkeypatch):
     # The same for a pretrained backbone, on the same data.
     backbone = {**base, "model": "mobilenetv2"}
     write_params(project, backbone)
-    assert ran(repro(project))[0] == set(model_stages)
+    assert touched(repro(project)) == set(model_stages)  # resolve_params from the run cache: (b) ran it
     forced_reruns_change_nothing(project, model_stages)
     for key, found in out_of_date(project, backbone, keys, monkeypatch).items():
         assert found == readers(backbone, key), key
     write_params(project, with_value(backbone, "train.head.units", 8))
-    assert ran(repro(project))[0] == {"resolve_params", "train", "evaluate", "profile"}
+    assert touched(repro(project)) == {"resolve_params", "train", "evaluate", "profile"}
     # (d) back to basecnn, then to the backbone: nothing is recomputed.
     for params in (base, backbone):
         write_params(project, params)
