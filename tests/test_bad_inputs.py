@@ -476,7 +476,10 @@ def test_disk_full_in_a_single_file_keeps_the_previous_file(tmp_path):
 # Runs `python -m stages.download_cifar10` with core.io.write_npz stalling half-way through
 # the Nth file it writes, so a signal arrives mid-write at a known point.
 STALLING_STAGE = textwrap.dedent("""
-    import os, pathlib, runpy, sys, time
+    import os, pathlib, runpy, signal, sys, time
+    # Ctrl-C as a terminal delivers it: a shell that starts the suite in the background leaves SIGINT ignored,
+    # and its children inherit that (Python then installs no KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import core.io
     real, calls = core.io.write_npz, []
     def stalling_write_npz(f, arrays):
