@@ -47,16 +47,21 @@ def reads(params, stage):
 def resolve(params, stage):
     """The params `stage` reads for the selected model, checked (unknown keys, ranges, flags, choices), as a
     nested dict of params.yaml's shape holding those keys only. Resolving the result again gives it back."""
+    return resolve_checked(params, stage)[0]
+
+
+def resolve_checked(params, stage):
+    """resolve's dict, and the checked values flat: {dotted key: value} (core.params.check_section)."""
     keys = reads(params, stage)
     if "model" in keys:
         entry(get(params, "model"))  # a model not in the registry is refused by the first stage that reads it
-    out = {}
+    out, checked = {}, {}
     for key in keys:
-        check_section(params, key)
+        checked.update(check_section(params, key))
         *parents, leaf = key.split(".")
         node = out
         for i, part in enumerate(parents):  # a misspelt neighbour (train.bath_size) is refused too
             known_keys(params, ".".join(parents[:i + 1]), KEYS[".".join(parents[:i + 1])])
             node = node.setdefault(part, {})
         node[leaf] = copy.deepcopy(get(params, key))
-    return out
+    return out, checked

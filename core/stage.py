@@ -2,8 +2,7 @@
 from dataclasses import dataclass
 
 from core import hardware
-from core.params import check_section
-from core.reads import reads, resolve
+from core.reads import resolve_checked
 from core.registry import Entry, entry
 
 
@@ -21,9 +20,6 @@ def start(params, stage):
     """Check the params `stage` reads for the selected model (unknown keys, ranges, choices) before any
     work, then seed and configure TensorFlow (before its first op). `params` is params.yaml or what
     resolve_params wrote for this stage (the same keys, the same shape)."""
-    params = resolve(params, stage)
-    checked = {}
-    for key in reads(params, stage):
-        checked.update(check_section(params, key))
+    params, checked = resolve_checked(params, stage)
     return Start(params["model"], entry(params["model"]), checked["seed"], hardware.configure(checked["seed"]),
                  params, checked)

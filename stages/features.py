@@ -23,7 +23,8 @@ def main(params, data_dir="data/cifar10", out_dir="data/features",
          conditions_path="metrics/conditions/features.json"):
     job = start(params, "features")
     name, two_phase = job.name, job.entry.two_phase
-    image_shape = read_dataset_info(data_dir)["image_shape"]
+    dataset = read_dataset_info(data_dir)
+    image_shape = dataset["image_shape"]
     size = models.input_size(name, job.params.get("image_size"))  # not read for basecnn (fixed at 32 px)
     weights = str(job.params["weights"]) if two_phase else "none"
     info = {"model": name, "image_size": size, "weights": weights, "image_shape": image_shape,
@@ -35,7 +36,7 @@ def main(params, data_dir="data/cifar10", out_dir="data/features",
         if two_phase:
             began = time.perf_counter()
             for split in ("train", "val"):
-                data = load_images(f"{data_dir}/{split}.npz", len(read_dataset_info(data_dir)["classes"]),
+                data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]),
                                    image_shape=image_shape)
                 f = predict_images(trunk, data["x"], job.checked["features.batch_size"])
                 save_npz(tmp / f"{split}.npz", x=f, y=data["y"])
