@@ -1,4 +1,4 @@
-"""What a model costs to run, measured as MLPerf and timm do (see MEASURING.md):
+"""What a model costs to run, measured as MLPerf and timm do (docs/measuring.md says why each rule):
 compiled calls, warm-up excluded, percentiles over many single calls, one
 fixed input tensor, conditions recorded with every figure."""
 import os

@@ -45,13 +45,8 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
     plt.close(fig)
 
 
-def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
-         metrics_path="metrics/evaluate.json", conditions_path="metrics/conditions/evaluate.json",
-         plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
-    job = start(params, "evaluate")  # threads sized to this machine's usable cores
-    name, batch_size = job.name, job.checked["evaluate.batch_size"]
-    classes = read_dataset_info(data_dir)["classes"]
-    model = load_model(model_path)
+def load_sets(data_dir, cinic_dir, classes):
+    """The labelled sets to score: the test split, and the CINIC-10 sample when one was taken."""
     sets = {"test": load_images(f"{data_dir}/test.npz", len(classes))}
     cinic_info = read_json(f"{cinic_dir}/info.json", "sample_cinic10", keys=("classes",))
     cinic = load_images(f"{cinic_dir}/sample.npz", len(cinic_info["classes"]), stage="sample_cinic10",
@@ -59,23 +54,26 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     if len(cinic["y"]):
         if cinic_info["classes"] != classes:
             raise ParamError(f"{cinic_dir} has CIFAR-10's classes but the dataset's are {classes}; "
-                               "set `cinic10.urls: none` for a dataset of your own")
+                             "set `cinic10.urls: none` for a dataset of your own")
         sets["cinic10"] = cinic
+    return sets
 
-    def infer(x):  # the one prediction call: the test set, CINIC-10 and every corrupted array (raw images)
-        return predict_images(model, x, batch_size)
 
-    metrics, conditions, per_class, confusions, probs = {}, {"model": name}, {}, {}, {}
+def score_sets(sets, infer, classes):
+    """Each set's report, per-class and confusion CSVs, image count and probabilities, keyed by set."""
+    metrics, conditions, tables, probs = {}, {}, {}, {}
     for set_name, data in sets.items():
         probs[set_name] = infer(data["x"])
         report = classification_report(data["y"], probs[set_name], classes)
-        per_class[set_name] = csv_text(["class", "accuracy", "precision", "f1"], (
-            (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items()))
-        confusions[set_name] = csv_text(["actual", "predicted"], (
-            (classes[a], classes[p]) for a, p in zip(data["y"], probs[set_name].argmax(axis=1))))
+        tables[set_name] = {
+            "per_class": csv_text(["class", "accuracy", "precision", "f1"], (
+                (c, f["recall"], f["precision"], f["f1"]) for c, f in report.pop("per_class").items())),
+            "confusion": csv_text(["actual", "predicted"], (
+                (classes[a], classes[p]) for a, p in zip(data["y"], probs[set_name].argmax(axis=1))))}
         conditions[set_name] = {"available": True, "images": report.pop("images")}
         metrics[set_name] = report
     if "cinic10" in sets:
+        cinic = sets["cinic10"]
         correct = probs["cinic10"].argmax(axis=1) == cinic["y"]
         origins = sorted(set(cinic["origin"].tolist()))
         if len(origins) > 1:
@@ -84,37 +82,68 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
         metrics["accuracy_drop"] = metrics["test"]["accuracy"] - metrics["cinic10"]["accuracy"]
     else:
         conditions["cinic10"] = {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
+    return metrics, conditions, tables, probs
 
+
+def score_corruptions(cifar10c_dir, infer, test_probs):
+    """CIFAR-10-C through the same prediction call: (info, report or None, kept examples, probabilities)."""
     corrupted = robustness.load_info(cifar10c_dir)
-    if corrupted["available"]:
-        c_probs, c_data = {}, {}
-        for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
-            x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
-            c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
-            c_data[c_name] = robustness.keep_examples(data)
-        c_report = robustness.corruption_report(data["y"], probs["test"][data["index"]], c_probs,
-                                                robustness.families(corrupted))
+    if not corrupted["available"]:
+        return corrupted, None, {}, {}
+    c_probs, c_data = {}, {}
+    for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
+        x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
+        c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
+        c_data[c_name] = robustness.keep_examples(data)
+    report = robustness.corruption_report(data["y"], test_probs[data["index"]], c_probs,
+                                          robustness.families(corrupted))
+    return corrupted, report, c_data, c_probs
+
+
+def write_plots(plots_dir, sets, tables, probs, classes, corruptions, name):
+    corrupted, c_report, c_data, c_probs = corruptions
+    with atomic_dir(plots_dir) as tmp:
+        for set_name in sets:
+            # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
+            write_text(tmp / "confusion" / f"{set_name}.csv", tables[set_name]["confusion"])
+            write_text(tmp / "per_class" / f"{set_name}.csv", tables[set_name]["per_class"])  # class accuracy = recall
+        if "cinic10" in sets:
+            cinic = sets["cinic10"]
+            misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
+                               cinic["origin"])
+        if c_report:
+            robustness.write_plots(tmp, c_report, corrupted, c_data, c_probs, sets["test"]["x"],
+                                   probs["test"], classes, name)
+
+
+def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
+         metrics_path="metrics/evaluate.json", conditions_path="metrics/conditions/evaluate.json",
+         plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
+    job = start(params, "evaluate")  # threads sized to this machine's usable cores
+    name, batch_size = job.name, job.checked["evaluate.batch_size"]
+    classes = read_dataset_info(data_dir)["classes"]
+    model = load_model(model_path)
+    sets = load_sets(data_dir, cinic_dir, classes)
+
+    def infer(x):  # the one prediction call: the test set, CINIC-10 and every corrupted array (raw images)
+        return predict_images(model, x, batch_size)
+
+    metrics, conditions, tables, probs = score_sets(sets, infer, classes)
+    conditions = {"model": name, **conditions}
+    corruptions = score_corruptions(cifar10c_dir, infer, probs["test"])
+    corrupted, c_report = corruptions[:2]
+    if c_report:
         metrics["corruptions"], conditions["corruptions"] = robustness.split_report(c_report)
     else:
         conditions["corruptions"] = robustness.unavailable(corrupted)
 
-    with atomic_dir(plots_dir) as tmp:
-        for set_name in sets:
-            # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
-            write_text(tmp / "confusion" / f"{set_name}.csv", confusions[set_name])
-            write_text(tmp / "per_class" / f"{set_name}.csv", per_class[set_name])  # accuracy of a class = its recall
-        if "cinic10" in sets:
-            misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
-                               cinic["origin"])
-        if corrupted["available"]:
-            robustness.write_plots(tmp, c_report, corrupted, c_data, c_probs, sets["test"]["x"],
-                                   probs["test"], classes, name)
+    write_plots(plots_dir, sets, tables, probs, classes, corruptions, name)
     with atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
         write_json(metrics_tmp, metrics)
         write_json(conditions_tmp, conditions)
     summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
     print(f"{name}: accuracy {summary}")
-    if corrupted["available"]:
+    if c_report:
         print(f"{name}: CIFAR-10-C mean corruption accuracy {c_report['mean_accuracy']:.4f} over "
               f"{c_report['corruptions']} corruptions x 5 severities, clean {c_report['clean_accuracy']:.4f} on the "
               f"same {c_report['images']} images")

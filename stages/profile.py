@@ -23,55 +23,63 @@ from core.stage import start  # noqa: E402
 from core.pipeline import predict_images  # noqa: E402
 
 
-def main(params, data_dir="data/cifar10", model_path="models/model.keras", metrics_path="metrics/profile.json",
-         conditions_path="metrics/conditions/profile.json", export_dir="models/tflite"):
-    kinds = subset(params, "profile.tflite", TFLITE_KINDS)
-    job = start(params, "profile")
-    name, seed, checked = job.name, job.seed, job.checked
-    warmup, latency_runs = checked["profile.warmup_runs"], checked["profile.latency_runs"]
-    batch, throughput_runs = checked["profile.batch_size"], checked["profile.throughput_runs"]
-    n_eval = checked["profile.tflite_eval_images"]
-
-    model = load_model(model_path)
+def run_costs(model, model_path, checked):
+    """Size, memory, batch-1 latency, throughput and FLOPs of the model as users run it (raw uint8 images in,
+    resizing and preprocessing included)."""
+    warmup, runs = checked["profile.warmup_runs"], checked["profile.latency_runs"]
     rss_load = rss_mb()
-    # Every figure is of the model as users run it: raw uint8 images in, resizing and preprocessing included.
-    input_shape = tuple(model.input_shape[1:])
     result = {**prof.size_report(model, model_path),
               "rss_after_import_mb": RSS_AFTER_IMPORT_MB, "rss_after_load_mb": rss_load,
               "rss_growth_on_load_mb": rss_load - RSS_AFTER_IMPORT_MB}
-    lat, _ = prof.latency(model, latency_runs, warmup)
-    result.update(lat)
-    result.update(prof.throughput(model, batch, throughput_runs, warmup))
+    result.update(prof.latency(model, runs, warmup)[0])
+    result.update(prof.throughput(model, checked["profile.batch_size"], checked["profile.throughput_runs"], warmup))
     # What a user's process needs: import, load and inference. Read before the FLOPs count,
     # which freezes the graph into constants (a second copy of the weights), and TFLite.
     result["peak_rss_mb"] = prof.peak_rss_mb()
     result["flops_per_image"] = prof.flops_per_image(model)
     result["gflops_per_image"] = result["flops_per_image"] / 1e9
+    return result
 
-    # TFLite variants, scored on a fixed seeded subset of the test split against the Keras model.
-    test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
-    eval_set = random_subset(test, n_eval, seed)
+
+def tflite_exports(model, name, kinds, eval_set, checked, export_dir):
+    """Each TFLite variant's size, latency and accuracy on a fixed seeded subset of the test split, beside the
+    Keras model's accuracy on the same images; the exports and an info.json listing them go to export_dir."""
     x_eval, y_eval = eval_set["x"], eval_set["y"]
-    result["keras_accuracy_on_eval_images"] = float(np.mean(predict_images(model, x_eval, 64).argmax(1) == y_eval))
+    result = {"keras_accuracy_on_eval_images": float(np.mean(predict_images(model, x_eval, 64).argmax(1) == y_eval))}
     with atomic_dir(export_dir) as tmp:
         for kind in kinds:
-            for k, v in prof.tflite_report(model, kind, x_eval, y_eval, latency_runs, warmup, tmp).items():
+            for k, v in prof.tflite_report(model, kind, x_eval, y_eval, checked["profile.latency_runs"],
+                                           checked["profile.warmup_runs"], tmp).items():
                 result[f"tflite_{kind}_{k}"] = v
         # What the directory holds, always: DVC warns about an empty output ("'models/tflite' is empty").
         info = {"model": name, "exports": {k: f"model_{k}.tflite" for k in kinds}}
         if not kinds:
             info["why_empty"] = "params.yaml: `profile.tflite` is []: no TFLite export asked for"
         write_json(tmp / "info.json", info)
+    return result
+
+
+def main(params, data_dir="data/cifar10", model_path="models/model.keras", metrics_path="metrics/profile.json",
+         conditions_path="metrics/conditions/profile.json", export_dir="models/tflite"):
+    kinds = subset(params, "profile.tflite", TFLITE_KINDS)
+    job = start(params, "profile")
+    name, checked = job.name, job.checked
+    model = load_model(model_path)
+    result = run_costs(model, model_path, checked)
+    test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
+    eval_set = random_subset(test, checked["profile.tflite_eval_images"], job.seed)
+    result.update(tflite_exports(model, name, kinds, eval_set, checked, export_dir))
     conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(),
-                  "input": f"uint8 {input_shape}, resized and preprocessed inside the model (included in every "
-                  "timing)", "latency_batch_size": 1, "latency_runs": latency_runs, "warmup_runs": warmup,
-                  "throughput_batch_size": batch, "throughput_runs": throughput_runs,
-                  "tflite_eval_images": len(y_eval)}
+                  "input": f"uint8 {tuple(model.input_shape[1:])}, resized and preprocessed inside the model "
+                  "(included in every timing)", "latency_batch_size": 1,
+                  "latency_runs": checked["profile.latency_runs"], "warmup_runs": checked["profile.warmup_runs"],
+                  "throughput_batch_size": checked["profile.batch_size"],
+                  "throughput_runs": checked["profile.throughput_runs"], "tflite_eval_images": len(eval_set["y"])}
     with atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
         write_json(metrics_tmp, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
         write_json(conditions_tmp, conditions)
     print(f"{name}: batch-1 p50 {result['latency_p50_ms']:.2f} ms, p90 {result['latency_p90_ms']:.2f} ms, "
-          f"{result['throughput_ips']:.0f} img/s at batch {batch}, {result['size_mb']:.2f} MB")
+          f"{result['throughput_ips']:.0f} img/s at batch {checked['profile.batch_size']}, {result['size_mb']:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,22 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job)
     return shipped, {"scratch": (h, best)}, metrics, {"compute_dtype": policy, "flip_tta": s["flip_tta"]}
 
 
+def summary(phases, recipe_metrics, deployed, val):
+    """Epochs run and best epoch per phase, the last phase's train figures at its best epoch, the shipped model's
+    val figures and the total training time."""
+    metrics = {}
+    for phase, (h, best) in phases.items():
+        metrics[f"{phase}_epochs"] = len(h["loss"])
+        metrics[f"{phase}_best_epoch"] = best + 1
+    last_h, last_best = list(phases.values())[-1]
+    # Train figures are Keras' running averages over the best epoch (dropout and augmentation on).
+    metrics["train_accuracy"] = last_h["accuracy"][last_best]
+    metrics["train_loss"] = last_h["loss"][last_best]
+    metrics["val_loss"], metrics["val_accuracy"] = deployed.evaluate(val, verbose=0)
+    metrics["train_time_s"] = sum(recipe_metrics.get(f"{p}_time_s", 0) for p in ("frozen", "fine_tune", "scratch"))
+    return metrics
+
+
 def main(params, data_dir="data/cifar10", features_dir="data/features", model_path="models/model.keras",
          metrics_path="metrics/train.json", conditions_path="metrics/conditions/train.json", live_dir="plots/train"):
     job = start(params, "train")
@@ -118,7 +134,6 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     # metrics/train.json holds the figures compared across experiments; what they were measured under
     # (the image side basecnn really ran at, the device and thread plan) goes beside it, out of `dvc exp show`.
     conditions = {"model": job.name, "hardware": job.plan}
-    metrics = {}
     # The curves are written to a temporary directory and replace plots/train only once
     # training has succeeded, right after the model and metrics: the three stay one set.
     with atomic_dir(live_dir) as curves:
@@ -129,18 +144,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
             conditions.update(image_size=info["image_size"], weights=info["weights"])
             deployed, phases, recipe_metrics, recipe_conditions = recipe(
                 trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
-        metrics.update(recipe_metrics)
+        metrics = {**recipe_metrics, **summary(phases, recipe_metrics, deployed, images(data["val"]))}
         conditions.update(recipe_conditions)
-
-        for phase, (h, best) in phases.items():
-            metrics[f"{phase}_epochs"] = len(h["loss"])
-            metrics[f"{phase}_best_epoch"] = best + 1
-        last_h, last_best = list(phases.values())[-1]
-        # Train figures are Keras' running averages over the best epoch (dropout and augmentation on).
-        metrics["train_accuracy"] = last_h["accuracy"][last_best]
-        metrics["train_loss"] = last_h["loss"][last_best]
-        metrics["val_loss"], metrics["val_accuracy"] = deployed.evaluate(images(data["val"]), verbose=0)
-        metrics["train_time_s"] = sum(metrics.get(f"{p}_time_s", 0) for p in ("frozen", "fine_tune", "scratch"))
         # The files are complete before any is renamed into place; the curves follow.
         with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \
                 atomic_path(conditions_path) as conditions_tmp:
