@@ -9,15 +9,18 @@ export PATH := $(BIN):$(PATH)
 run: setup        ## the whole chain for params.yaml's `model`
 	dvc repro
 
-# Air-gapped form: a local class-folder archive of CIFAR-10 (here the JPEG copy
-# in ../shared/data), no CINIC-10 shift set, random initialisation (no ImageNet weights).
-# Like every `dvc exp run -S`, it writes these values into params.yaml (`git checkout params.yaml`
-# undoes it); the path is relative to the project, so no machine's absolute path lands there.
-OFFLINE_CIFAR10 ?= ../shared/data/cifar10-jpg.tar.gz
-OFFLINE_SHA256 ?= d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965
+# Air-gapped form: CIFAR-10 from a local copy (a directory or .tar.gz of train/<class>/* and test/<class>/*
+# images), no CINIC-10 shift set, random initialisation (no ImageNet weights):
+#   make run-offline OFFLINE_CIFAR10=/data/cifar10-jpg.tar.gz OFFLINE_CHECKSUM=sha256:<hex>
+# OFFLINE_CHECKSUM pins the copy (null: trusted as is). Like every `dvc exp run -S`, it writes these values
+# into params.yaml (`git checkout params.yaml` undoes it); a relative path is kept relative, so no machine's
+# absolute path lands there.
+OFFLINE_CIFAR10 ?=
+OFFLINE_CHECKSUM ?= null
 run-offline: setup
+	@test -n "$(OFFLINE_CIFAR10)" || { echo "error: make run-offline needs OFFLINE_CIFAR10=<CIFAR-10 as class folders: a directory or .tar.gz>" >&2; exit 2; }
 	dvc exp run -S cifar10.format=folders -S 'cifar10.urls=[$(OFFLINE_CIFAR10)]' \
-	  -S cifar10.checksum=sha256:$(OFFLINE_SHA256) -S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none
+	  -S cifar10.checksum=$(OFFLINE_CHECKSUM) -S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none
 
 # Every backbone as a DVC experiment, one at a time, then reports/comparison.md and the recommendation
 # under params.yaml's `compare` limits. Overrides go to every experiment, e.g.

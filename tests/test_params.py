@@ -52,11 +52,12 @@ def apply_overrides(tmp_path, overrides):
     return load(path)
 
 
-def run_offline_overrides():
-    """The `-S key=value` overrides of the Makefile's run-offline recipe, its variables filled in."""
+def run_offline_overrides(given={"OFFLINE_CIFAR10": "../cifar10-jpg.tar.gz", "OFFLINE_CHECKSUM": "sha256:" + "0" * 64}):
+    """The `-S key=value` overrides of the Makefile's run-offline recipe, its variables filled in as a user
+    gives them on the command line (`make run-offline OFFLINE_CIFAR10=...`)."""
     text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    recipe = text.split("run-offline: setup\n", 1)[1].split("\n", 1)[0]
-    variables = dict(re.findall(r"^(OFFLINE_\w+) \?= (.*)$", text, re.M))
+    recipe = next(line for line in text.split("run-offline: setup\n", 1)[1].splitlines() if "-S " in line)
+    variables = {**dict(re.findall(r"^(OFFLINE_\w+) \?=[ ]?(.*)$", text, re.M)), **given}
     overrides = re.findall(r"-S (\S+)", recipe)
     return [re.sub(r"\$\((\w+)\)", lambda m: variables[m.group(1)], o).strip("'") for o in overrides]
 

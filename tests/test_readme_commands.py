@@ -1,10 +1,10 @@
-"""README's shell commands, run as written.
+"""The shell commands of README and docs/, run as written.
 
-Every command in a fenced ```bash block of README.md is either run here, in a
-temporary git + DVC repo on tiny data, in a shell that has only what README
-says to do first (`source .venv/bin/activate`), or listed in NOT_RUN with the
-reason (downloads, full-size runs, the suite itself). A command added to
-README without a place in one of the two lists fails the fast test below.
+Every command in a fenced ```bash block of README.md or a page of docs/ is either run here, in a
+temporary git + DVC repo on tiny data, in a shell that has only what README says to do first
+(`source .venv/bin/activate`), or listed in NOT_RUN with the reason (downloads, full-size runs, the
+suite itself, hand-run benchmarks). A command added to the docs without a place in one of the two lists
+fails the fast test below, and so does a `python -m` module or a `make` target that does not exist.
 """
 import os
 import re
@@ -18,20 +18,34 @@ import pytest
 from conftest import ROOT
 
 # Not run here: what each costs, and what runs instead.
+RUN_OFFLINE = ("the full CIFAR-10 (about 15 min); here `dvc exp run` on a tiny class-folder dataset stands in for "
+               "it, and tests/test_params.py applies its overrides to params.yaml")
+BENCH = "a developer benchmark on the full CIFAR-10 (minutes to hours); tests/test_bench.py tests its pure parts"
 NOT_RUN = {
     "make setup": "installs requirements.txt (2.7 GB): CI's .ci/run does, through make test; this test uses that .venv",
     "make run": "downloads CIFAR-10, CINIC-10 and ImageNet weights, which this machine cannot reach",
     "make test": "the suite this test is part of",
+    "make test-fast": "part of the suite this test is part of",
     "dvc exp run -S 'cifar10.urls=[/data/cifar-10-binary.tar.gz]' -S 'cinic10.urls=[/data/CINIC-10.tar.gz]'":
         "an example of a site's own archive paths; tests/test_download_cifar10.py and tests/test_sample_cinic10.py "
         "read local archives of both formats",
-    "make run-offline": "the full CIFAR-10 (about 14 min); here `dvc exp run` on a tiny class-folder dataset stands "
-                        "in for it, and tests/test_params.py applies its overrides to params.yaml",
-    "make benchmark": "five backbones on the full data; tests/test_compare.py runs bench.benchmark on a stand-in "
+    "make run-offline OFFLINE_CIFAR10=/data/cifar10-jpg.tar.gz": RUN_OFFLINE,
+    "make run-offline OFFLINE_CIFAR10=/data/cifar10-jpg.tar.gz OFFLINE_CHECKSUM=sha256:"
+    "d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965": RUN_OFFLINE,
+    "make benchmark": "five backbones on the full data; tests/test_compare.py runs compare.benchmark on a stand-in "
                       "pipeline",
     'make benchmark BENCHMARK_ARGS="-S weights=none -S cinic10.urls=none"': "as make benchmark",
-    """make benchmark BENCHMARK_ARGS="-S cifar10.format=folders -S 'cifar10.urls=[$PWD/../shared/data/cifar10-jpg.tar.gz]' -S cifar10.checksum=sha256:d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 -S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none\"""":  # noqa: E501
-        "as make benchmark",
+    "python -m compare.benchmark -S cifar10.format=folders -S 'cifar10.urls=[<abs path>/cifar10-jpg.tar.gz]' "
+    "-S cifar10.checksum=sha256:d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 "
+    "-S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none": "as make benchmark",
+    "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
+    "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
+    "python -m bench.stages --repeats 3": BENCH,
+    "python -m bench.projection --size 96 --fine-tune-epochs 5 --images 1024": BENCH,
+    "python -m bench.projection --size 224 --frozen-epochs 10 --fine-tune-epochs 10 --images 512": BENCH,
+    "dvc exp run -S image_size=32 -S train.fine_tune.epochs=1": "a preset on the full data; tests/test_params.py "
+                                                                 "round-trips every key through -S",
+    "dvc exp run -S image_size=224 -S train.frozen.epochs=10 -S train.fine_tune.epochs=10": "as the preset above",
 }
 # Run here, in this order, after one tiny `dvc exp run` that stands in for `make run-offline`.
 RUN = [
@@ -45,7 +59,7 @@ RUN = [
     "dvc plots diff basecnn mobilenetv2",
     "dvc repro corrupt_cifar10",
     "time python -m stages.corrupt_cifar10 && du -sh data/cifar10c",
-    "python -m bench.compare",
+    "python -m compare",
 ]
 
 
@@ -56,23 +70,36 @@ TINY_DATA_ONLY = re.compile(r"^WARNING:tensorflow:\d+ out of the last \d+ calls 
 
 
 def readme_commands():
-    """Each command line of README's ```bash blocks: continuations joined, a trailing `  # comment` dropped."""
-    text = (ROOT / "README.md").read_text()
+    """Each command line of the ```bash blocks of README and docs/: continuations joined, a trailing
+    `  # comment` dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            command = re.split(r"\s{2,}#", line)[0].strip()
-            if command and not command.startswith("#"):
-                commands.append(" ".join(command.split()))
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        for block in re.findall(r"```bash\n(.*?)```", path.read_text(), re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                command = re.split(r"\s{2,}#", line)[0].strip()
+                if command and not command.startswith("#"):
+                    commands.append(" ".join(command.split()))
     return commands
 
 
 def test_every_readme_command_is_run_or_excused():
     commands = readme_commands()
-    assert len(commands) >= 15
+    assert len(commands) >= 25
     unplaced = [c for c in commands if c not in RUN and c not in NOT_RUN]
-    assert unplaced == [], "README commands this file neither runs nor excuses"
-    assert [c for c in RUN if c not in commands] == []  # and nothing here that README no longer says
+    assert unplaced == [], "commands in the docs this file neither runs nor excuses"
+    assert [c for c in [*RUN, *NOT_RUN] if c not in commands] == []  # and nothing here that the docs no longer say
+
+
+def test_every_module_and_make_target_the_docs_give_exists():
+    import importlib.util
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    missing = []
+    for command in readme_commands():
+        for module in re.findall(r"python -m ([\w.]+)", command):
+            if importlib.util.find_spec(module) is None:
+                missing.append(module)
+        missing += [t for t in re.findall(r"(?:^|&& )make ([\w-]+)", command) if t not in targets]
+    assert missing == []
 
 
 def shell_env(project):
@@ -92,7 +119,7 @@ def test_readme_commands_run_as_written(project, tmp_path):
     (project / ".venv").symlink_to(sys.prefix)  # the .venv `make setup` made, as in the user's clone
     # (a symlink, which the project's `.venv/` pattern, meant for a directory, does not ignore)
     (project / ".gitignore").write_text((project / ".gitignore").read_text() + ".venv\ndvc_plots/\n")
-    shutil.copytree(ROOT / "bench", project / "bench", ignore=shutil.ignore_patterns("__pycache__", "results"))
+    shutil.copytree(ROOT / "compare", project / "compare", ignore=shutil.ignore_patterns("__pycache__"))
     tiny_pipeline_params(project, tmp_path)
     dvc(project, "exp", "run")  # stands in for make run-offline: an unnamed experiment in the workspace
 
