@@ -30,7 +30,7 @@ NOT_RUN = {
         "an example of a site's own archive paths; tests/test_download_cifar10.py and tests/test_sample_cinic10.py "
         "read local archives of both formats",
     "make run-offline OFFLINE_CIFAR10=/data/cifar10-jpg.tar.gz": RUN_OFFLINE,
-    "make run-offline OFFLINE_CIFAR10=/data/cifar10-jpg.tar.gz OFFLINE_CHECKSUM=sha256:"
+    "make run-offline OFFLINE_CIFAR10=data/downloads/cifar10-jpg.tar.gz OFFLINE_CHECKSUM=sha256:"
     "d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965": RUN_OFFLINE,
     "make benchmark": "five backbones on the full data; tests/test_compare.py runs compare.benchmark on a stand-in "
                       "pipeline",
