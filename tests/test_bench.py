@@ -22,35 +22,6 @@ def test_projection_scales_rates_to_the_full_splits():
     assert p["evaluate_s"] == pytest.approx(SPLITS["test"] / 250)
 
 
-def test_benchmark_clear_removes_every_earlier_entry_of_the_names_and_refuses_a_queued_one(monkeypatch):
-    """`dvc exp remove NAME` drops one entry per name (DVC keeps a failed queue entry beside an experiment of
-    the same name), so clear repeats it until none of the names is left, and never touches other names."""
-    import subprocess
-
-    from bench import benchmark
-    from core import StageError
-    entries = [{"Experiment": "basecnn", "State": "Success"}, {"Experiment": "basecnn", "State": "Failed"},
-               {"Experiment": "mobilenetv2", "State": "Success"}, {"Experiment": "mine", "State": "Success"},
-               {"Experiment": None, "State": None}]
-    calls = []
-
-    def dvc(*args, capture=True):
-        calls.append(args)
-        for name in args[2:]:
-            entries.remove(next(e for e in entries if e["Experiment"] == name))
-        return subprocess.CompletedProcess(args, 0, "", "")
-    monkeypatch.setattr(benchmark, "exp_records", lambda: list(entries))
-    monkeypatch.setattr(benchmark, "dvc", dvc)
-    benchmark.clear(("basecnn", "mobilenetv2"))
-    assert calls == [("exp", "remove", "basecnn", "mobilenetv2"), ("exp", "remove", "basecnn")]
-    assert [e["Experiment"] for e in entries] == ["mine", None]
-
-    entries.append({"Experiment": "basecnn", "State": "Queued"})
-    with pytest.raises(StageError, match=r"experiment\(s\) basecnn still queued or running"):
-        benchmark.clear(("basecnn", "mobilenetv2"))
-    assert len(calls) == 2
-
-
 def test_scratch_latency_profiles_the_three_shipped_forms(tmp_path, monkeypatch):
     """bench.scratch_latency times what the train stage ships: the flip-TTA model is the single view twice
     (same weights, plus the mirror's 32 x 32 permutation) at twice the FLOPs; the old network is the VGG one."""

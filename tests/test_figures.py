@@ -9,10 +9,10 @@ from test_compare import corrupted, record
 
 
 def saved_figures(monkeypatch, params, records, tmp_path):
-    """Runs bench.compare.main and returns {file name: measure(fig)} taken as each figure is saved."""
+    """Runs compare.report.main and returns {file name: measure(fig)} taken as each figure is saved."""
     import matplotlib.figure
 
-    from bench import compare
+    from compare import report as compare
     seen, savefig = {}, matplotlib.figure.Figure.savefig
 
     def measure(fig, path, *args, **kwargs):
