@@ -22,13 +22,14 @@ run-offline: setup
 	dvc exp run -S cifar10.format=folders -S 'cifar10.urls=[$(OFFLINE_CIFAR10)]' \
 	  -S cifar10.checksum=$(OFFLINE_CHECKSUM) -S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none
 
-# Every backbone as a DVC experiment, one at a time, then reports/comparison.md and the recommendation
-# under params.yaml's `compare` limits. Overrides go to every experiment, e.g.
+# Every backbone of core/registry.py as a DVC experiment, one at a time, then the comparison (compare/):
+# reports/comparison.md and the recommendation under params.yaml's `compare` limits. Overrides go to
+# every experiment, e.g.
 #   make benchmark BENCHMARK_ARGS="-S weights=none -S cinic10.urls=none"
 BENCHMARK_ARGS ?=
 .PHONY: benchmark
-benchmark: setup  ## all five backbones through the chain, then the comparison
-	python -m bench.benchmark $(BENCHMARK_ARGS)
+benchmark: setup  ## every backbone through the chain, then the comparison
+	python -m compare.benchmark $(BENCHMARK_ARGS)
 
 test: setup       ## every test: unit, slow and end-to-end (what CI runs)
 	python -m pytest

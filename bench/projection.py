@@ -12,8 +12,8 @@ and projects each data-proportional step to the full CIFAR-10 split sizes:
   evaluate   images/s of the classifier (the test split)
 
 Stage start-up, download and profile are fixed costs, not projected: take
-them from `bench.growth` / `bench.stages`. Check the projection against a
-measured run (`python -m bench.growth` gives MobileNetV2's).
+them from `bench.stages`, which also times a whole measured run to check the
+projection against.
 
   python -m bench.projection --size 96 --fine-tune-epochs 5 --images 1024
 Prints a markdown table and writes bench/results/projection.json.

@@ -585,7 +585,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
     assert (tmp_path / "live").exists()
 
 
-SOURCE_FILES = sorted(p for d in ("core", "stages", "bench") for p in (ROOT / d).rglob("*.py"))
+SOURCE_FILES = sorted(p for d in ("core", "stages", "bench", "compare") for p in (ROOT / d).rglob("*.py"))
 UNPICKLERS = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 
 

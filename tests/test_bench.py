@@ -1,15 +1,7 @@
-"""The pure parts of the hand-run benchmarks: settings and projections."""
+"""The pure part of the hand-run benchmarks: the projection."""
 import pytest
 
-from bench.growth import with_params
 from bench.projection import SPLITS, project
-
-
-def test_with_params_sets_dotted_keys_on_a_copy():
-    params = {"image_size": 96, "cifar10": {"train_fraction": 1.0, "val_fraction": 0.1}}
-    got = with_params(params, {"image_size": 32, "cifar10.train_fraction": 0.25})
-    assert got == {"image_size": 32, "cifar10": {"train_fraction": 0.25, "val_fraction": 0.1}}
-    assert params["cifar10"]["train_fraction"] == 1.0 and params["image_size"] == 96
 
 
 def test_projection_scales_rates_to_the_full_splits():
@@ -21,48 +13,3 @@ def test_projection_scales_rates_to_the_full_splits():
     assert p["fine_tune_s"] == pytest.approx(5 * (SPLITS["train"] / 100 + SPLITS["val"] / 250))
     assert p["evaluate_s"] == pytest.approx(SPLITS["test"] / 250)
 
-
-def test_benchmark_clear_removes_every_earlier_entry_of_the_names_and_refuses_a_queued_one(monkeypatch):
-    """`dvc exp remove NAME` drops one entry per name (DVC keeps a failed queue entry beside an experiment of
-    the same name), so clear repeats it until none of the names is left, and never touches other names."""
-    import subprocess
-
-    from bench import benchmark
-    from core import StageError
-    entries = [{"Experiment": "basecnn", "State": "Success"}, {"Experiment": "basecnn", "State": "Failed"},
-               {"Experiment": "mobilenetv2", "State": "Success"}, {"Experiment": "mine", "State": "Success"},
-               {"Experiment": None, "State": None}]
-    calls = []
-
-    def dvc(*args, capture=True):
-        calls.append(args)
-        for name in args[2:]:
-            entries.remove(next(e for e in entries if e["Experiment"] == name))
-        return subprocess.CompletedProcess(args, 0, "", "")
-    monkeypatch.setattr(benchmark, "exp_records", lambda: list(entries))
-    monkeypatch.setattr(benchmark, "dvc", dvc)
-    benchmark.clear(("basecnn", "mobilenetv2"))
-    assert calls == [("exp", "remove", "basecnn", "mobilenetv2"), ("exp", "remove", "basecnn")]
-    assert [e["Experiment"] for e in entries] == ["mine", None]
-
-    entries.append({"Experiment": "basecnn", "State": "Queued"})
-    with pytest.raises(StageError, match=r"experiment\(s\) basecnn still queued or running"):
-        benchmark.clear(("basecnn", "mobilenetv2"))
-    assert len(calls) == 2
-
-
-def test_scratch_latency_profiles_the_three_shipped_forms(tmp_path, monkeypatch):
-    """bench.scratch_latency times what the train stage ships: the flip-TTA model is the single view twice
-    (same weights, plus the mirror's 32 x 32 permutation) at twice the FLOPs; the old network is the VGG one."""
-    import json
-    import sys
-
-    from bench import scratch_latency
-    out = tmp_path / "latency.json"
-    monkeypatch.setattr(sys, "argv", ["scratch_latency", "--runs", "20", "--repeats", "1", "--out", str(out)])
-    scratch_latency.main()
-    rows = json.loads(out.read_text())["medians"]
-    old, single, tta = rows.values()
-    assert old["params"] == 323_946 and single["params"] + 32 * 32 == tta["params"]
-    assert 2 * single["gflops"] <= tta["gflops"] < 2 * single["gflops"] + 0.001
-    assert all(0 < r["latency_p50_ms"] <= r["latency_p90_ms"] for r in rows.values())

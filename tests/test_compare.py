@@ -13,8 +13,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.comparison import (COLUMNS, CORRUPTIONS, LIMITS, MODELS, comparison_table, conditions_text, constraints,
-                              explain, finite, main_table, pareto_front, recommend, tflite_table)
+from compare.table import (COLUMNS, CORRUPTIONS, LIMITS, MODELS, comparison_table, conditions_text, constraints,
+                           explain, finite, main_table, pareto_front, recommend, tflite_table)
 from conftest import ROOT, run_cmd
 from core.params import TFLITE_KINDS, ParamError
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
@@ -31,7 +31,7 @@ def record(name, val=None, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss
          "params_total": 2.5e6, "keras_accuracy_on_eval_images": 0.9, "model": name, "weights": "imagenet",
          "image_size": 96.0, "cifar10.format": "binary", "cifar10.train_fraction": 1.0,
          "cinic10.urls": "['https://x/CINIC-10.tar.gz']",
-         # read by bench.compare.with_conditions from the experiment's metrics/conditions/*.json
+         # read by compare.report.with_conditions from the experiment's metrics/conditions/*.json
          "conditions.train.weights": "imagenet", "conditions.train.image_size": 32.0 if name == "basecnn" else 96.0,
          "conditions.profile.cpu": "Test CPU", "conditions.profile.usable_cores": 2.0,
          "conditions.profile.tensorflow": "2.21.0"}
@@ -203,7 +203,7 @@ UNITS = ("_pct", "_pp", "_nats", "_ms", "_ips", "_mb", "_m", "_s", "_per_image")
 
 
 def test_tables_name_units_and_show_missing_figures_as_na():
-    from bench.compare import comparison_csv
+    from compare.report import comparison_csv
     rows = rows_of(record("a", cinic=None), record("b", state="Failed"))
     parsed = list(csv.DictReader(io.StringIO(comparison_csv(rows))))
     header = list(parsed[0])
@@ -285,7 +285,7 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
     import matplotlib.figure
     from PIL import Image
 
-    from bench import compare
+    from compare import report
     footers, savefig = [], matplotlib.figure.Figure.savefig
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
                         lambda fig, *a, **k: footers.append([t.get_text() for t in fig.texts]) or savefig(fig, *a, **k))
@@ -293,7 +293,7 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
                *(record(name, **{**figures, "cinic": None}) for name, figures in THREE.items()),
                record("crashed", state="Failed")]
     params["compare"]["max_latency_ms"] = 20
-    rec = compare.main(params, records, ("big", "mid", "small", "crashed"), tmp_path / "reports", tmp_path / "plots")
+    rec = report.main(params, records, ("big", "mid", "small", "crashed"), tmp_path / "reports", tmp_path / "plots")
     assert rec.model == "mid" and rec.rank_by == "val_accuracy_pct"
     out = capsys.readouterr().out
     assert out.startswith("Recommended: mid, the highest CIFAR-10 val accuracy (91.00 %) of the 2 model(s) "
@@ -307,10 +307,10 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
     assert "Recommended: mid" in md and "big: batch-1 latency p90 30.00 ms > limit 20 ms" in md
     assert "- crashed: failed; its log: `dvc queue logs crashed`" in md and "| crashed (failed) |" in md
     assert "mCE is the paper's mean corruption error" in md and "| n/a | n/a | n/a |" in md
-    for name, _ in compare.FIGURES:
+    for name, _ in report.FIGURES:
         assert f"](../plots/{name})" in md
         assert Image.open(tmp_path / "plots" / name).text["Description"] == conditions  # travels with the file
-    assert footers == [[conditions]] * len(compare.FIGURES)  # and is drawn on the picture
+    assert footers == [[conditions]] * len(report.FIGURES)  # and is drawn on the picture
     assert len((tmp_path / "reports/comparison.csv").read_text().splitlines()) == 5
     sidecar = list(csv.DictReader(open(tmp_path / "reports/comparison_conditions.csv")))
     assert [(r["model"], r["weights"], r["image_size_px"], r["cinic10"]) for r in sidecar] == \
@@ -323,11 +323,40 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
 
 
 def test_main_without_any_results_stops_with_a_clear_error(params, tmp_path):
-    from bench import compare
+    from compare import report
     from core import StageError
     with pytest.raises(StageError, match="no experiment named basecnn, .* has results at HEAD"):
-        compare.main(params, [record("basecnn", state="Failed")], MODELS, tmp_path / "r", tmp_path / "p")
+        report.main(params, [record("basecnn", state="Failed")], MODELS, tmp_path / "r", tmp_path / "p")
     assert not list(tmp_path.iterdir())
+
+
+def test_benchmark_clear_removes_every_earlier_entry_of_the_names_and_refuses_a_queued_one(monkeypatch):
+    """`dvc exp remove NAME` drops one entry per name (DVC keeps a failed queue entry beside an experiment of
+    the same name), so clear repeats it until none of the names is left, and never touches other names."""
+    import subprocess
+
+    from compare import benchmark
+    from core import StageError
+    entries = [{"Experiment": "basecnn", "State": "Success"}, {"Experiment": "basecnn", "State": "Failed"},
+               {"Experiment": "mobilenetv2", "State": "Success"}, {"Experiment": "mine", "State": "Success"},
+               {"Experiment": None, "State": None}]
+    calls = []
+
+    def dvc(*args, capture=True):
+        calls.append(args)
+        for name in args[2:]:
+            entries.remove(next(e for e in entries if e["Experiment"] == name))
+        return subprocess.CompletedProcess(args, 0, "", "")
+    monkeypatch.setattr(benchmark, "exp_records", lambda: list(entries))
+    monkeypatch.setattr(benchmark, "dvc", dvc)
+    benchmark.clear(("basecnn", "mobilenetv2"))
+    assert calls == [("exp", "remove", "basecnn", "mobilenetv2"), ("exp", "remove", "basecnn")]
+    assert [e["Experiment"] for e in entries] == ["mine", None]
+
+    entries.append({"Experiment": "basecnn", "State": "Queued"})
+    with pytest.raises(StageError, match=r"experiment\(s\) basecnn still queued or running"):
+        benchmark.clear(("basecnn", "mobilenetv2"))
+    assert len(calls) == 2
 
 
 # The benchmark through DVC's own queue, on a stand-in pipeline: one shared data stage and one stage
@@ -359,8 +388,8 @@ json.dump({"cpu": f"fake CPU of {model}", "usable_cores": 2, "tensorflow": "none
 @pytest.mark.e2e
 def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     repo = tmp_path / "repo"
-    for name in ("core", "bench"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    for name in ("core", "compare"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     runs = tmp_path / "data_runs.txt"
     (repo / "fake.py").write_text(FAKE_STAGE)
     params = load_params(ROOT / "params.yaml")
@@ -369,16 +398,16 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
         "data": {"cmd": f"python fake.py data {runs}", "params": ["seed"], "outs": ["data"]},
         "run": {"cmd": "python fake.py run", "deps": ["data", "fake.py"], "params": ["model"],
                 "metrics": [{f"metrics/{m}.json": {"cache": False}} for m in ("train", "evaluate", "profile")],
-                # cached, as the real pipeline's: bench.compare reads them from DVC's cache at each experiment
+                # cached, as the real pipeline's: compare.report reads them from DVC's cache at each experiment
                 "outs": [f"metrics/conditions/{m}.json" for m in ("train", "profile")]}}}))
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
     run_cmd(["git", "add", "-A"], repo)
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fake"], repo)
-    bench = [sys.executable, "-m", "bench.benchmark", "--models", "basecnn", "mobilenetv2", "densenet121"]
+    benchmark = [sys.executable, "-m", "compare.benchmark", "--models", "basecnn", "mobilenetv2", "densenet121"]
 
-    first = run_cmd(bench, repo, check=False)
+    first = run_cmd(benchmark, repo, check=False)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "error: 1 of 3 model(s) failed: densenet121 (logs above)" in first.stderr
     assert "=== densenet121 failed" in first.stderr and "fake out of memory in densenet121" in first.stderr
@@ -396,7 +425,7 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
          ("densenet121", "n/a", "n/a")]
 
     # Again on the same commit, with an override for every experiment: the earlier ones are replaced.
-    second = run_cmd(bench + ["-S", "seed=1"], repo, check=False)
+    second = run_cmd(benchmark + ["-S", "seed=1"], repo, check=False)
     assert "replacing this commit's earlier experiment(s)" in second.stdout, second.stdout + second.stderr
     assert second.returncode == 1 and "1 of 3 model(s) failed" in second.stderr
     shown = json.loads(run_cmd([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout)
@@ -405,7 +434,16 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     assert runs.read_text() == "ran\n"
 
 
-def test_models_are_the_registry():
-    """bench/comparison.py names the models without importing TensorFlow; they must stay the registry's."""
-    from core.models import REGISTRY
-    assert MODELS == tuple(REGISTRY)
+def test_comparison_compares_the_registry_without_loading_tensorflow():
+    """The models are core.registry's, read without TensorFlow (the comparison starts in seconds, and a backbone
+    added to the registry is benchmarked and compared with no other edit). A subprocess: this one may have
+    imported TensorFlow already."""
+    code = """
+import inspect, sys
+import compare.benchmark, compare.report, compare.table
+from core.registry import REGISTRY
+assert "tensorflow" not in sys.modules, [m for m in sys.modules if m.startswith("tensorflow")][:5]
+for f in (compare.table.comparison_table, compare.report.main, compare.benchmark.main):
+    assert inspect.signature(f).parameters["names"].default == tuple(REGISTRY), f
+"""
+    run_cmd([sys.executable, "-c", code], ROOT)

@@ -9,10 +9,10 @@ from test_compare import corrupted, record
 
 
 def saved_figures(monkeypatch, params, records, tmp_path):
-    """Runs bench.compare.main and returns {file name: measure(fig)} taken as each figure is saved."""
+    """Runs compare.report.main and returns {file name: measure(fig)} taken as each figure is saved."""
     import matplotlib.figure
 
-    from bench import compare
+    from compare import report as compare
     seen, savefig = {}, matplotlib.figure.Figure.savefig
 
     def measure(fig, path, *args, **kwargs):
@@ -108,6 +108,16 @@ def test_gap_chart_legend_lists_what_is_drawn_and_no_na_text_hides_a_bar(cinic, 
         assert not overlap(b, ax["title"]), f"{text!r} covers the title"
 
 
+def png():
+    """A small PNG: DVC shows an image file as it is."""
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(out, "PNG")
+    return out.getvalue()
+
+
 # `dvc plots show` on this project's dvc.yaml and .dvc/plots templates, in a scratch repo with plot files
 # written by hand: CINIC-10 off (no cinic10 files) and `compare` without clean_vs_corrupted.png.
 CURVE = "step\t{field}\n0\t{a}\n1\t{b}\n"
@@ -119,6 +129,7 @@ PRESENT = {
     "plots/evaluate/corruption_severity.csv": "severity,noise,blur,weather,digital,all\n0,0.9,0.9,0.9,0.9,0.9\n",
     "plots/compare/pareto.csv": "model,latency_p90_ms,size_mb,accuracy_pct,accuracy_measure,on_latency_front\n"
                                 "basecnn,1.7,1.4,10.1,val,True\nresnet50v2,11.0,97.0,22.9,val,True\n",
+    "plots/compare/accuracy_vs_size.png": png(),
 }
 PER_CLASS_CINIC = {"plots/evaluate/per_class/cinic10.csv": "class,accuracy,precision,f1\ncat,0.4,1.0,0.57\n"}
 
@@ -135,12 +146,13 @@ def plots_show(tmp_path, files):
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")
-    for name, text in files.items():
+    for name in ("dvc.yaml", ".dvcignore", "plots/compare/.gitkeep"):  # as a clone has them
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    (repo / "plots/compare/accuracy_vs_size.png").write_bytes((ROOT / "plots/compare/accuracy_vs_size.png").read_bytes())
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")
+    for name, content in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=repo, capture_output=True,
                            text=True)
     assert shown.returncode == 0, shown.stderr
@@ -175,3 +187,11 @@ def test_plots_show_draws_every_present_file_and_warns_of_no_absent_optional_one
 def test_plots_show_warns_of_nothing_with_cinic_and_cifar10c_off(tmp_path):
     out, stderr = plots_show(tmp_path, {k: v for k, v in PRESENT.items() if "corruption" not in k})
     assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
+
+
+def test_plots_show_warns_of_nothing_before_the_first_comparison(tmp_path):
+    """A clone before `make benchmark`: plots/compare holds only its .gitkeep, which DVC neither draws nor warns
+    of (a declared folder that is absent, or a file in it DVC cannot read, would make it warn)."""
+    out, stderr = plots_show(tmp_path, {k: v for k, v in PRESENT.items() if not k.startswith("plots/compare/")})
+    assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
+    assert [name for name in out["data"] if "compare" in name] == []

@@ -91,7 +91,7 @@ def test_dvc_set_rewrites_only_the_keys_it_sets(tmp_path):
 
 
 def test_every_numeric_param_has_a_range():
-    # compare.* are bench.compare's (null: no limit), the sizes are OPTIONAL_NUMBERS
+    # compare.* are checked by compare/table.py (null: no limit), the sizes are OPTIONAL_NUMBERS
     assert set(NUMERIC_DEFAULTS) - set(NUMBERS) - set(OPTIONAL_NUMBERS) == set()
     for key in NUMBERS:
         spec_number(DEFAULTS, key)  # every default passes its own check

@@ -1,6 +1,6 @@
 """Every backbone through the whole chain as DVC experiments, then the comparison.
 
-  python -m bench.benchmark [--models NAME ...] [-S key=value ...]    (`make benchmark`)
+  python -m compare.benchmark [--models NAME ...] [-S key=value ...]    (`make benchmark`)
 
 Queues `dvc exp run --queue -n <model> -S model=<model> [-S ...]` per model,
 runs the queue one experiment at a time (`dvc exp run --run-all -j 1`: timed
@@ -8,16 +8,16 @@ figures must not share the CPU) and follows its logs. Stages whose inputs did
 not change between models (the data stages) are restored from DVC's run cache,
 not run again. A model that fails leaves the others' results; its log
 (`dvc queue logs <model>`) is shown and the command exits 1 after writing the
-comparison of the rest (bench/compare.py). Experiments of the same names on
+comparison of the rest (compare/report.py). Experiments of the same names on
 this commit are replaced.
 """
 import argparse
 import subprocess
 import sys
 
-from bench.compare import exp_records
-from bench.comparison import MODELS, comparison_table, constraints
-from bench.compare import main as compare
+from compare.report import exp_records
+from compare.report import main as compare
+from compare.table import MODELS, comparison_table, constraints
 from core import StageError
 
 LOG_LINES = 40  # of a failed model's log shown here; `dvc queue logs <model>` has all of it

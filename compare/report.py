@@ -1,6 +1,6 @@
 """Compare the backbones' DVC experiments and recommend one under params.yaml's `compare` limits.
 
-  python -m bench.compare [NAME ...]     # experiments of HEAD named NAME; default: the five backbones
+  python -m compare [NAME ...]     # experiments of HEAD named NAME; default: every backbone of core.registry
 
 Reads each experiment's params and metrics with `dvc.api.exp_show` (the figures of `dvc exp show`), and what
 they were measured under from its metrics/conditions/*.json (outputs, not metrics), and writes
@@ -12,14 +12,13 @@ nothing trains.
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from bench.compare_figures import FIGURES, draw
-from bench.comparison import (COLUMNS, CONDITIONS, MCE_BASELINE, MODELS, NA, comparison_table, conditions_text,
-                              constraints, explain, fmt, main_table, pareto_front, recommend, tflite_table)
+from compare.figures import FIGURES, draw
+from compare.table import (COLUMNS, CONDITIONS, MCE_BASELINE, MODELS, NA, comparison_table, conditions_text,
+                           constraints, explain, fmt, main_table, pareto_front, recommend, tflite_table)
 from core import StageError
 from core.io import write_text
 
@@ -120,7 +119,3 @@ def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/comp
           f"{len(FIGURES)} figures")
     return rec
 
-
-if __name__ == "__main__":
-    from core.cli import run
-    run(lambda params: main(params, exp_records(), tuple(sys.argv[1:]) or MODELS))

@@ -1,7 +1,7 @@
 """The comparison's table and recommendation: pure functions over `dvc.api.exp_show()` records (one flat dict
 per experiment), which become one pandas row per model with unit-named columns; the rows give the markdown
-tables, the Pareto front and the recommendation. Used by bench/compare.py (the command) and bench/benchmark.py;
-no stage uses it, so it is the benchmark's, here, not in core/.
+tables, the Pareto front and the recommendation. Used by compare/report.py (the command) and compare/benchmark.py;
+no stage uses it, so it is the comparison's, here, not in core/.
 """
 import os
 from dataclasses import dataclass
@@ -11,9 +11,9 @@ import pandas as pd
 
 from core.corruptions import NAMES as CORRUPTIONS
 from core.params import TFLITE_KINDS, check_section, choice, get, number
+from core.registry import REGISTRY
 
-# The registry of core/models.py, written out: importing it would load TensorFlow.
-MODELS = ("basecnn", "mobilenetv2", "resnet50v2", "efficientnetb0", "densenet121")
+MODELS = tuple(REGISTRY)  # core.registry loads no TensorFlow: a backbone added there is compared too
 NA = "n/a"
 MCE_BASELINE = "basecnn"
 
@@ -50,7 +50,7 @@ LABELS = {name: column[1] for name, column in COLUMNS.items()}
 FORMATS = {name: column[2] if len(column) > 2 else ".2f" for name, column in COLUMNS.items()}
 MAIN_COLUMNS = [c for c in COLUMNS if not c.startswith(("tflite_", "subset_", "cifar10c_"))]
 # Condition column -> record keys, the first with a value wins. `conditions.<stage>.<key>` is read from the
-# experiment's metrics/conditions/<stage>.json (bench.compare.with_conditions): the image size a model really
+# experiment's metrics/conditions/<stage>.json (compare.report.with_conditions): the image size a model really
 # ran at (basecnn: 32) before the param. A param is named with its file only where a metric shares its name.
 CONDITIONS = {"weights": ("params.yaml:weights", "weights", "conditions.train.weights"),
               "image_size_px": ("conditions.train.image_size", "conditions.profile.image_size",
@@ -252,7 +252,7 @@ def explain(rec):
     else:
         keys = sorted({f"compare.{key}" for why in rec.ruled_out.values() for key, _ in why if key in LIMITS})
         lines = [f"No model meets every constraint ({limits_text(rec.limits)}).",
-                 f"Loosen {', '.join(keys)} in params.yaml (null: no limit) and run `python -m bench.compare` again."
+                 f"Loosen {', '.join(keys)} in params.yaml (null: no limit) and run `python -m compare` again."
                  if keys else "No model has results to rank: see the failures below."]
     if rec.fallback:
         lines.append(f"Ranked on CIFAR-10 val accuracy: {rec.fallback}.")

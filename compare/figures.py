@@ -1,7 +1,7 @@
-"""The comparison's figures (plots/compare/*.png, drawn by bench/compare.py), each stating its conditions."""
+"""The comparison's figures (plots/compare/*.png, drawn by compare/report.py), each stating its conditions."""
 import math
 
-from bench.comparison import LABELS, LIMITS, pareto_front
+from compare.table import LABELS, LIMITS, pareto_front
 from core.io import atomic_path
 
 FIGURES = (("accuracy_vs_latency.png", "Accuracy vs batch-1 latency p90, Pareto front"),
