@@ -84,21 +84,20 @@ def scratch_model(trunk, n_classes, scratch, policy):
     return build_model(with_dtype_policy(trunk, policy), n_classes, scratch["units"], scratch["dropout"])[0]
 
 
-def compile_from_scratch(model, scratch, steps_per_epoch, schedule=warmup_cosine):
+def compile_from_scratch(model, scratch, steps_per_epoch):
     """`scratch` (params' train.scratch) names the optimizer, its peak rate on a warm-up + cosine schedule that
-    reaches 0 at the end of training, weight decay and label smoothing. `schedule(peak, steps, warmup_fraction)`
-    makes the rate schedule (bench.scratch_recipes passes the one used before issue 17)."""
-    rate = schedule(scratch["learning_rate"], scratch["epochs"] * steps_per_epoch, scratch["warmup_fraction"])
+    reaches 0 at the end of training, weight decay and label smoothing."""
+    rate = warmup_cosine(scratch["learning_rate"], scratch["epochs"] * steps_per_epoch, scratch["warmup_fraction"])
     loss = SmoothedSparseCrossentropy(model.output_shape[-1], scratch["label_smoothing"]) \
         if scratch["label_smoothing"] else "sparse_categorical_crossentropy"
     model.compile(optimizer=OPTIMIZERS[scratch["optimizer"]](rate, scratch["weight_decay"]), loss=loss,
                   metrics=["accuracy"])
 
 
-def train_from_scratch(model, scratch, train, val, patience, callbacks=(), schedule=warmup_cosine):
+def train_from_scratch(model, scratch, train, val, patience, callbacks=()):
     """Everything trainable, one phase, by the recipe in `scratch` (params' train.scratch); early stopping
     watches from a share of the epochs on (the warm-up's and the high rate's epochs are too noisy to stop on)."""
-    compile_from_scratch(model, scratch, int(train.cardinality()), schedule)
+    compile_from_scratch(model, scratch, int(train.cardinality()))
     epochs = scratch["epochs"]
     return fit(model, train, val, epochs, patience, callbacks, watch_from=int(epochs * scratch["watch_from_fraction"]))
 
