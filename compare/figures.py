@@ -3,6 +3,7 @@ import math
 
 from compare.table import LABELS, LIMITS, pareto_front
 from core.io import atomic_path
+from core.plotting import pyplot
 
 FIGURES = (("accuracy_vs_latency.png", "Accuracy vs batch-1 latency p90, Pareto front"),
            ("accuracy_vs_size.png", "Accuracy vs size on disk, Pareto front"),
@@ -20,9 +21,7 @@ PAD_PX = 2.0  # least gap between a label and another label or marker, in pixels
 def draw(plots_dir, table, rec, conditions):
     """Every figure into `plots_dir`, its conditions as a footer on the picture and as the PNG's Description:
     a figure copied into a slide still says what it was measured under."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     ok = table[table.status == "ok"]
     drawn = (tradeoff(plt, ok, "latency_p90_ms", rec, "max_latency_ms"),
              tradeoff(plt, ok, "size_mb", rec, "max_size_mb"), gap(ok), grid(ok), corruption(plt, ok))

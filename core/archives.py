@@ -19,6 +19,7 @@ import lzma
 import os
 import stat
 import tarfile
+import unicodedata
 import warnings
 import zlib
 from collections import Counter
@@ -227,7 +228,10 @@ def parse_cifar10_binary(archive):
     if missing:
         raise ArchiveError(f"{archive}: not the CIFAR-10 binary layout; missing {', '.join(missing)} "
                            f"(top-level entries: {', '.join(sorted(seen_top)) or 'none'})")
-    classes = [line.strip() for line in blobs[CIFAR10_BIN_META].decode().splitlines() if line.strip()]
+    meta = blobs[CIFAR10_BIN_META].decode("utf-8", "surrogateescape")
+    classes = [line.strip() for line in meta.splitlines() if line.strip()]
+    for cls in classes:
+        check_class_name(cls, f"{archive}:{CIFAR10_BIN_META}")
     splits = {}
     for split, members in CIFAR10_BIN_SPLITS.items():
         parts = [decode_cifar10_records(blobs[m], f"{archive}:{m}", len(classes)) for m in members]
@@ -374,6 +378,17 @@ def parse_class_folders(source):
     return splits, classes, {"converted_to_rgb": dict(sorted(converted.items()))} if converted else {}
 
 
+def check_class_name(name, source):
+    """A class name goes into JSON, CSV, Markdown and figure titles, all written as UTF-8: refuse a name that is
+    not text (bytes from another file system's encoding, which Python carries as lone surrogates) or holds a
+    control character (a tab or newline would split a CSV row or a title)."""
+    bad = [c for c in name if unicodedata.category(c) in ("Cs", "Cc")]
+    if bad:
+        shown = name.encode("utf-8", "surrogateescape")
+        what = "not valid UTF-8" if unicodedata.category(bad[0]) == "Cs" else "holds a control character"
+        raise ArchiveError(f"{source}: class name {shown!r} {what}; rename the folder with plain text")
+
+
 def _stack_class_folders(images, source):
     for split in images:
         if not images[split]:
@@ -383,6 +398,8 @@ def _stack_class_folders(images, source):
             if not imgs:
                 raise ArchiveError(f"{source}: class folder {split}/{cls} has no images")
     classes = sorted(images["train"])
+    for cls in sorted(set(classes) | set(images["test"])):
+        check_class_name(cls, source)
     if not 2 <= len(classes) <= 256:  # labels are stored as uint8
         raise ArchiveError(f"{source}: {len(classes)} class folders under train/; a classifier needs 2 to 256")
     unknown = sorted(set(images["test"]) - set(classes))

@@ -10,6 +10,7 @@ import numpy as np
 
 from core.contracts import read_json
 from core.io import csv_text, load_npz, write_text
+from core.plotting import pyplot
 
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")
 EXAMPLE_SEVERITIES = (1, 3, 5)
@@ -77,13 +78,6 @@ def severity_csv(report, families):
         rows.append([s, *(round(float(np.mean(v)), 4) if v else "" for v in per_family),
                      round(report["by_severity"][str(s)], 4), *(round(report["table"][n][str(s)], 4) for n in names)])
     return csv_text(["severity", *FAMILY_ORDER, "all", *names], rows)
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def heatmap(path, report, model_name):

@@ -19,16 +19,14 @@ from core.contracts import load_images, load_model, read_dataset_info, read_json
 from core.io import atomic_dir, atomic_path, csv_text, write_json, write_text
 from core.metrics import classification_report
 from core.params import ParamError
+from core.plotting import pyplot
 from core.stage import start
 from core.pipeline import predict_images
 
 
 def misclassified_grid(path, x, y, probs, classes, origins, n=24):
     """A PNG of the first `n` misclassified images: true -> predicted (confidence)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     wrong = np.flatnonzero(probs.argmax(axis=1) != y)[:n]
     cols = 6
     fig, axes = plt.subplots(max(1, -(-len(wrong) // cols)), cols, figsize=(2 * cols, 2.3 * max(1, -(-len(wrong) // cols))),

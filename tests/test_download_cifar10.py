@@ -1,6 +1,7 @@
 """Stage download_cifar10 on tiny archives in the official binary layout and
 on class-folder datasets; failures leave no output and keep the old one."""
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -193,3 +194,38 @@ def test_bad_class_folder_dataset(params, tmp_path, case, match):
     with pytest.raises(StageError, match=match):
         download_cifar10.main(folders_params(params, root), out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# Folder names as another file system may hand them over: bytes that are not UTF-8 (Python carries them as lone
+# surrogates), and control characters that would split a CSV row or a figure title.
+NOT_TEXT = [pytest.param(b"caf\xe9", "not valid UTF-8", id="latin-1"),
+            pytest.param(b"\xff\xfe", "not valid UTF-8", id="bare-bytes"),
+            pytest.param(b"tab\there", "holds a control character", id="tab"),
+            pytest.param(b"two\nlines", "holds a control character", id="newline")]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["directory", "tar"])
+@pytest.mark.parametrize("raw, why", NOT_TEXT)
+def test_class_names_that_are_not_text_stop_the_download_with_one_line(params, tmp_path, raw, why, packed):
+    import os
+    name = os.fsdecode(raw)
+    class_folders(tmp_path / "ds", classes=("cat", name), per_class=(4, 1))
+    source = tar_directory(tmp_path / "ds", tmp_path / "ds.tar.gz") if packed else tmp_path / "ds"
+    with pytest.raises(StageError, match=f"class name {re.escape(repr(raw))} {why}; rename the folder"):
+        download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_binary_class_list_that_is_not_text_is_refused(params, tmp_path):
+    cifar10_binary(tmp_path / "c.tar.gz", per_batch=4, n_test=4)
+    with tarfile.open(tmp_path / "c.tar.gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    meta = next(n for n in members if n.endswith("batches.meta.txt"))
+    members[meta] = members[meta].replace(b"cat", b"c\xe4t")
+    with tarfile.open(tmp_path / "bad.tar.gz", "w:gz") as tar:
+        for n, data in members.items():
+            add_bytes(tar, n, data)
+    p = {**params, "cifar10": {**params["cifar10"], "urls": [str(tmp_path / "bad.tar.gz")], "checksum": None,
+                               "size_bytes": None}}
+    with pytest.raises(StageError, match=r"class name b'c\\xe4t' not valid UTF-8"):
+        download_cifar10.main(p, out_dir=tmp_path / "out")
