@@ -19,6 +19,9 @@ from core.params import check_section, get, sources, spec_number
 from core.io import DISK_FULL, DiskFullError
 
 CHUNK_BYTES = 1 << 20
+# A download with no `size_bytes` pin stops here: past any archive this pipeline reads (CINIC-10 is 0.7 GB), so a
+# server that never stops sending cannot fill the disk before the checksum could refuse what it sent.
+MAX_UNPINNED_BYTES = 8 << 30
 # Client errors that another try at the same mirror cannot fix.
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
 HEX_DIGITS = {"sha256": 64, "md5": 32}
@@ -194,18 +197,21 @@ def _download(url, part, size_bytes, timeout_s):
         remaining = response.headers.get("Content-Length")
         remaining = int(remaining) if remaining is not None and remaining.isdigit() else None
         total = have + remaining if remaining is not None else size_bytes
-        if size_bytes is not None and total > size_bytes:  # refused before a byte is written
-            raise OversizeError(f"the server announces {total:,} bytes but `size_bytes` pins {size_bytes:,} (wrong "
-                                "file, or a wrong pin)")
+        if size_bytes is not None:
+            limit, announced, sent = size_bytes, f" but `size_bytes` pins {size_bytes:,}", "pinned in `size_bytes`"
+        else:
+            limit, sent = MAX_UNPINNED_BYTES, "allowed without a `size_bytes` pin"
+            announced = f", over the {limit:,} {sent}"
+        if total is not None and total > limit:  # refused before a byte is written
+            raise OversizeError(f"the server announces {total:,} bytes{announced} (wrong file, or a wrong pin)")
         received = 0
         with open(part, "ab" if have else "wb") as f, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")) as bar:
-            # Never read past the pinned size, whatever the server announced (or did not).
-            while chunk := response.read(CHUNK_BYTES if size_bytes is None else
-                                         min(CHUNK_BYTES, size_bytes - have - received + 1)):
-                if size_bytes is not None and have + received + len(chunk) > size_bytes:
-                    raise OversizeError(f"the server sent more than the {size_bytes:,} bytes pinned in `size_bytes` "
-                                        "(wrong file, or a wrong pin)")
+            # Never read past the limit, whatever the server announced (or did not).
+            while chunk := response.read(min(CHUNK_BYTES, limit - have - received + 1)):
+                if have + received + len(chunk) > limit:
+                    raise OversizeError(f"the server sent more than the {limit:,} bytes {sent} (wrong file, or a "
+                                        "wrong pin)")
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))

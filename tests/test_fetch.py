@@ -132,3 +132,33 @@ def test_verify_without_checksum_checks_size_only(tmp_path):
     verify(f, None, 3)
     with pytest.raises(ChecksumError, match="size is 3 bytes, expected 4"):
         verify(f, None, 4)
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["announced", "no-length"])
+def test_download_without_a_size_pin_stops_at_the_unpinned_limit(server, tmp_path, monkeypatch, announced):
+    """With `size_bytes: null` a download is still bounded: a server that sends without end is cut at
+    MAX_UNPINNED_BYTES (lowered here), not retried, and leaves nothing behind."""
+    from core import fetch as fetch_module
+    monkeypatch.setattr(fetch_module, "MAX_UNPINNED_BYTES", 50_000)
+    data = bytes(range(256)) * 400
+    url = server.serve("/a.tar.gz", data)
+    real = fetch_module.urllib.request.urlopen
+
+    def no_length(*args, **kwargs):
+        response = real(*args, **kwargs)
+        del response.headers["Content-Length"]
+        return response
+
+    if not announced:
+        monkeypatch.setattr(fetch_module.urllib.request, "urlopen", no_length)
+    said = (r"announces 102,400 bytes, over the 50,000 allowed without a `size_bytes` pin" if announced else
+            r"sent more than the 50,000 bytes allowed without a `size_bytes` pin")
+    with pytest.raises(DownloadError, match=said):
+        fetch([url], sha256(data), tmp_path / "dl", size_bytes=None, retries=3)
+    assert len(server.log) == 1 and list((tmp_path / "dl").iterdir()) == []
+
+
+def test_download_without_a_size_pin_under_the_limit_is_verified_and_kept(server, tmp_path):
+    data = bytes(range(256)) * 400
+    path = fetch([server.serve("/a.tar.gz", data)], sha256(data), tmp_path / "dl", size_bytes=None)
+    assert path.read_bytes() == data
