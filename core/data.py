@@ -66,13 +66,21 @@ def sample_cinic(archive, per_class, origins, seed, split="test", classes=CIFAR1
     """
     kept = {c: [] for c in classes}  # class -> max-heap of (-key, name, bytes)
     available = {c: 0 for c in classes}
-    seen_splits = set()
+    seen_splits, tops = set(), {}
     for name, read in iter_files(archive, desc="CINIC-10 archive"):
         parts = name.rstrip("/").split("/")
         if len(parts) >= 3 and read is not None:
             seen_splits.add(parts[-3])
         if read is None or len(parts) < 3 or parts[-3] != split:
             continue
+        # The split at the top or under one folder (CINIC-10/test/...), and only one such split: a copy deeper in
+        # the tree (backup/old/test/...) would be sampled as if it were the test set.
+        where = "/".join(parts[:-3])
+        if len(parts) > 4 or where != tops.setdefault(split, where):
+            raise ArchiveError(f"{archive}: {name}: a {split}/<class>/<image> member "
+                               + (f"below {tops[split] or 'the top'}/ as well; one {split} split per archive"
+                                  if len(parts) <= 4 else "deeper than one top-level folder")
+                               + f"; CINIC-10 holds {split}/<class>/<image>, optionally under one folder: repack it")
         cls, filename = parts[-2], parts[-1]
         if cls not in kept:
             raise ArchiveError(f"{archive}: {name}: class {cls!r} is not a CIFAR-10 class ({', '.join(classes)})")

@@ -1,11 +1,13 @@
 """Stage sample_cinic10 on tiny archives in the CINIC-10 layout."""
 import csv
 import json
+import re
+import tarfile
 
 import numpy as np
 import pytest
 
-from builders import cinic10
+from builders import add_bytes, cinic10, png_bytes
 from conftest import sha256
 from core import StageError
 from core.data import CIFAR10_CLASSES, cinic_origin, split_stratified
@@ -108,3 +110,27 @@ def test_split_stratified_is_exact_per_class():
     keep, held = split_stratified(y, 0.1, seed=0)
     assert np.bincount(y[held]).tolist() == [1, 2, 3]
     assert sorted(np.concatenate([keep, held]).tolist()) == list(range(60))
+
+
+@pytest.mark.parametrize("names, said", [
+    (["test/cat/n02000000_0.png", "backup/old/test/cat/n02000001_1.png"], "deeper than one top-level folder"),
+    (["a/test/cat/n02000000_0.png", "b/test/cat/n02000001_1.png"], r"below a/ as well; one test split per archive"),
+    (["test/cat/n02000000_0.png", "CINIC-10/test/cat/n02000001_1.png"], r"below the top/ as well"),
+], ids=["deeper", "two-folders", "top-and-folder"])
+def test_test_split_is_at_the_top_or_under_one_folder_only(params, tmp_path, names, said):
+    """Only test/<class>/<image>, optionally under one folder, is the shift set: a second copy of the split
+    elsewhere in the archive is refused with its path, never sampled from."""
+    with tarfile.open(tmp_path / "c.tar.gz", "w:gz") as tar:
+        for name in names:
+            add_bytes(tar, name, png_bytes(np.zeros((32, 32, 3), np.uint8)))
+    with pytest.raises(StageError, match=rf"{re.escape(names[1])}: a test/<class>/<image> member {said}"):
+        run(params, tmp_path / "c.tar.gz", tmp_path / "out", per_class=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_test_split_under_one_top_level_folder_is_read(params, tmp_path):
+    with tarfile.open(tmp_path / "c.tar.gz", "w:gz") as tar:
+        for k, cls in enumerate(CIFAR10_CLASSES):
+            add_bytes(tar, f"CINIC-10/test/{cls}/n{2000000 + k:08d}_{k}.png", png_bytes(np.zeros((32, 32, 3), np.uint8)))
+    run(params, tmp_path / "c.tar.gz", tmp_path / "out", per_class=1)
+    assert len(load_npz(tmp_path / "out" / "sample.npz")["y"]) == 10
