@@ -229,3 +229,18 @@ def test_binary_class_list_that_is_not_text_is_refused(params, tmp_path):
                                "size_bytes": None}}
     with pytest.raises(StageError, match=r"class name b'c\\xe4t' not valid UTF-8"):
         download_cifar10.main(p, out_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["directory", "tar"])
+def test_dataset_past_the_total_size_limit_is_refused_with_one_line(params, tmp_path, monkeypatch, packed):
+    """Each file and image is bounded, and so is their sum: a dataset of many small images that would not fit in
+    memory stops at the limit (lowered here to 40 images of 32x32) and writes nothing."""
+    from core import archives
+    monkeypatch.setattr(archives, "MAX_DATASET_BYTES", 40 * 32 * 32 * 3)
+    class_folders(tmp_path / "ds", classes=("cat", "dog"), per_class=(20, 1))  # 42 images
+    source = tar_directory(tmp_path / "ds", tmp_path / "ds.tar.gz") if packed else tmp_path / "ds"
+    with pytest.raises(StageError, match=r"hold 125,952 bytes, over the limit of 122,880 for one dataset"):
+        download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(archives, "MAX_DATASET_BYTES", 42 * 32 * 32 * 3)  # at the limit: read
+    download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
