@@ -244,3 +244,36 @@ def test_dataset_past_the_total_size_limit_is_refused_with_one_line(params, tmp_
     assert not (tmp_path / "out").exists()
     monkeypatch.setattr(archives, "MAX_DATASET_BYTES", 42 * 32 * 32 * 3)  # at the limit: read
     download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["directory", "tar"])
+def test_hidden_entries_are_skipped(params, tmp_path, packed):
+    """What macOS and other tools leave beside the images (.DS_Store, ._<name> resource forks, __MACOSX/) is not
+    data: skipped, not refused, and the dataset reads as without them."""
+    class_folders(tmp_path / "ds", classes=("cat", "dog"), per_class=(4, 1))
+    for extra in ("train/.DS_Store", "train/cat/._0000.png", "__MACOSX/train/cat/._0000.png", ".DS_Store"):
+        (tmp_path / "ds" / extra).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ds" / extra).write_bytes(b"\x00\x05\x16\x07 not an image")
+    source = tar_directory(tmp_path / "ds", tmp_path / "ds.tar.gz") if packed else tmp_path / "ds"
+    download_cifar10.main(folders_params(params, source), out_dir=tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "info.json").read_text())
+    assert info["classes"] == ["cat", "dog"] and info["counts"]["test"] == {"cat": 1, "dog": 1}
+
+
+@pytest.mark.parametrize("n, ok", [(256, True), (257, False)])
+def test_at_most_256_classes(params, tmp_path, n, ok):
+    """Labels are stored as uint8: 256 classes are read, 257 are refused before anything is written."""
+    import shutil
+    class_folders(tmp_path / "ds", classes=[f"c{i:03d}" for i in range(256)], per_class=(2, 1), size=4)
+    for extra in range(256, n):  # past uint8: copied folders (the builder stores its labels as uint8 too)
+        for split in ("train", "test"):
+            shutil.copytree(tmp_path / "ds" / split / "c000", tmp_path / "ds" / split / f"c{extra:03d}")
+    p = folders_params(params, tmp_path / "ds")
+    p["cifar10"]["val_fraction"] = 0.5
+    if ok:
+        download_cifar10.main(p, out_dir=tmp_path / "out")
+        assert len(json.loads((tmp_path / "out" / "info.json").read_text())["classes"]) == 256
+    else:
+        with pytest.raises(StageError, match=r"257 class folders under train/; a classifier needs 2 to 256"):
+            download_cifar10.main(p, out_dir=tmp_path / "out")
+        assert not (tmp_path / "out").exists()

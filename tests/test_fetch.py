@@ -162,3 +162,16 @@ def test_download_without_a_size_pin_under_the_limit_is_verified_and_kept(server
     data = bytes(range(256)) * 400
     path = fetch([server.serve("/a.tar.gz", data)], sha256(data), tmp_path / "dl", size_bytes=None)
     assert path.read_bytes() == data
+
+
+def test_retries_back_off_doubling_from_backoff_s(tmp_path, monkeypatch):
+    """Tries at one mirror wait backoff_s, then twice that, and so on; no wait before the first."""
+    from core import fetch as fetch_module
+    waits = []
+    monkeypatch.setattr(fetch_module.time, "sleep", waits.append)
+    with socket.socket() as s:  # a port nobody listens on: every try is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"after 4 tries"):
+        fetch([f"http://127.0.0.1:{port}/a.tar.gz"], "sha256:" + "0" * 64, tmp_path / "dl", retries=4, backoff_s=1.5)
+    assert waits == [1.5, 3.0, 6.0]
