@@ -12,7 +12,7 @@ import psutil
 from tqdm import tqdm
 
 from core import quiet
-from core.hardware import op_determinism, usable_cores
+from core.hardware import cpu_quota, op_determinism, usable_cores
 from core.metrics import percentiles_ms
 from core.runtime import keras, tf
 
@@ -38,6 +38,7 @@ def conditions():
     return {
         "cpu": cpu,
         "usable_cores": usable_cores(),
+        "cpu_quota_cores": cpu_quota(),  # the cgroup's CPU limit (null: none), already within usable_cores
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

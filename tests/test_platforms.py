@@ -1,0 +1,44 @@
+"""Machines unlike the 2-core Linux box the pipeline is developed on: containers with a CPU quota, macOS,
+Windows, a CPU that makes TensorFlow abort at start-up."""
+import pytest
+
+from core import hardware
+
+
+def cgroup(root, files):
+    """A cgroup file system under `root` with these files ({relative path: content})."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("files, cores", [
+    ({"cpu.max": "200000 100000\n"}, 2.0),                      # cgroup v2, docker --cpus 2
+    ({"cpu.max": "150000 100000\n"}, 1.5),                      # --cpus 1.5
+    ({"cpu.max": "max 100000\n"}, None),                        # v2 without a limit
+    ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4.0),  # cgroup v1
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1 without a limit
+    ({"cpu.max": "garbage\n"}, None),
+    ({}, None),                                                 # no cgroups: macOS, Windows
+])
+def test_cpu_quota_is_read_from_cgroup_v2_and_v1(tmp_path, files, cores):
+    assert hardware.cpu_quota(cgroup(tmp_path, files)) == cores
+
+
+@pytest.mark.parametrize("affinity, quota, cores", [
+    (64, 2.0, 2), (64, 1.5, 2), (64, 0.5, 1), (2, 8.0, 2), (4, None, 4), (None, None, 1), (0, 0.1, 1),
+])
+def test_usable_cores_are_the_affinity_within_the_quota_rounded_up(affinity, quota, cores):
+    assert hardware.cores_allowed(affinity, quota) == cores
+
+
+def test_a_one_core_quota_is_what_threads_and_the_conditions_count(tmp_path, monkeypatch):
+    """This machine's affinity is 2 cores or more; a `--cpus 1` container limits it to 1."""
+    from core import profiling
+    monkeypatch.setattr(hardware, "CGROUP_ROOT", str(cgroup(tmp_path, {"cpu.max": "100000 100000\n"})))
+    assert hardware.usable_cores() == 1
+    assert hardware.plan([], hardware.usable_cores())["intra_op_threads"] == 1
+    conditions = profiling.conditions()
+    assert conditions["usable_cores"] == 1 and conditions["cpu_quota_cores"] == 1.0
