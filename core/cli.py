@@ -60,10 +60,28 @@ def report(e):
     return f"error: {line}" if line else None
 
 
+# sys.platform values the stages run on. Windows lacks what core.io's atomic directory swap and the memory
+# figures rely on (flock on a directory, renaming a directory onto an existing one, getrusage).
+SUPPORTED_PLATFORMS = {"linux": "Linux", "darwin": "macOS"}
+
+
+def unsupported_platform(platform=None):
+    """The `error:` line for a system the stages do not run on, or None."""
+    platform = platform or sys.platform
+    if platform in SUPPORTED_PLATFORMS:
+        return None
+    return (f"error: this system ({platform}) is not supported: the stages run on "
+            f"{' and '.join(SUPPORTED_PLATFORMS.values())} (on Windows, run them in WSL 2)")
+
+
 def run(main, params_path="params.yaml"):
     """Call `main(params)` with params.yaml (or, for the features and train stages, what resolve_params wrote
     for them) read as DVC reads it; a user-fixable problem becomes one line on stderr and exit 1 (see the
     module docstring)."""
+    refusal = unsupported_platform()
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(1)
     try:
         main(load(params_path) if params_path == "params.yaml" else
              load(params_path, "run `dvc repro` (its resolve_params stage writes it from params.yaml)"))

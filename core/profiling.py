@@ -3,7 +3,7 @@ compiled calls, warm-up excluded, percentiles over many single calls, one
 fixed input tensor, conditions recorded with every figure."""
 import os
 import platform
-import resource
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +23,15 @@ def rss_mb():
     return psutil.Process().memory_info().rss / MB
 
 
+def maxrss_bytes(ru_maxrss, platform=None):
+    """getrusage's ru_maxrss in bytes: macOS reports bytes, Linux kibibytes."""
+    return ru_maxrss if (platform or sys.platform) == "darwin" else ru_maxrss * 1024
+
+
 def peak_rss_mb():
-    """High-water mark of this process's RSS (Linux reports KiB); cannot be reset."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
+    """High-water mark of this process's RSS; cannot be reset."""
+    import resource  # POSIX only: imported here so that on Windows a stage reaches core.cli's one-line refusal
+    return maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / MB
 
 
 def conditions():

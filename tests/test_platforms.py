@@ -42,3 +42,44 @@ def test_a_one_core_quota_is_what_threads_and_the_conditions_count(tmp_path, mon
     assert hardware.plan([], hardware.usable_cores())["intra_op_threads"] == 1
     conditions = profiling.conditions()
     assert conditions["usable_cores"] == 1 and conditions["cpu_quota_cores"] == 1.0
+
+
+@pytest.mark.parametrize("platform, ru_maxrss", [("linux", 2048), ("darwin", 2048 * 1024)])
+def test_peak_rss_is_read_in_each_systems_unit(platform, ru_maxrss):
+    """getrusage reports kibibytes on Linux and bytes on macOS: both are 2 MiB here."""
+    from core.profiling import maxrss_bytes
+    assert maxrss_bytes(ru_maxrss, platform) == 2 * 1024 * 1024
+
+
+# A stage as DVC would start it on Windows: no fcntl, no resource (POSIX-only modules), sys.platform "win32".
+# Stage modules are imported first, as their own `python -m` runs would, so a module-level import of either
+# fails here; the platform is set afterwards so that the libraries' own imports see this machine. psutil is
+# imported before: its Linux backend uses resource, its Windows one does not.
+WINDOWS_STAGE = """
+import runpy, sys
+import psutil
+sys.modules["fcntl"] = sys.modules["resource"] = None
+import stages.download_cifar10, stages.profile, stages.train
+sys.platform = "win32"
+runpy.run_module("stages.resolve_params", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow  # imports TensorFlow in a child process (~10 s on 2 cores)
+def test_windows_is_refused_with_one_line_before_any_work(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, "-c", WINDOWS_STAGE], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 1 and out.stderr.splitlines() == [
+        "error: this system (win32) is not supported: the stages run on Linux and macOS (on Windows, run them in "
+        "WSL 2)"], out.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before reading params.yaml or writing anything
+
+
+def test_linux_and_macos_are_supported():
+    from core.cli import unsupported_platform
+    assert unsupported_platform("linux") is None and unsupported_platform("darwin") is None
+    assert unsupported_platform("cygwin").startswith("error: this system (cygwin) is not supported")
