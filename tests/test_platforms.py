@@ -83,3 +83,52 @@ def test_linux_and_macos_are_supported():
     from core.cli import unsupported_platform
     assert unsupported_platform("linux") is None and unsupported_platform("darwin") is None
     assert unsupported_platform("cygwin").startswith("error: this system (cygwin) is not supported")
+
+
+# A python3 of another version, for `make setup PYTHON=<it>`: it runs `-c` code with sys.version_info and
+# platform.python_version() set to that version, and records any other call (the venv it would create) and
+# fails it.
+FAKE_PYTHON = """#!{python}
+import platform, sys
+version = tuple(map(int, "{version}".split(".")))
+if sys.argv[1] == "-c":
+    sys.version_info = version + ("final", 0)
+    platform.python_version = lambda: "{version}"
+    exec(sys.argv[2])
+else:
+    with open("calls", "a") as f:
+        f.write(" ".join(sys.argv[1:]) + "\\n")
+    sys.exit(1)
+"""
+
+
+def make_setup(tmp_path, version):
+    """`make setup` in a copy of the Makefile with a fake Python `version`: (result, calls it got)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from conftest import ROOT
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    fake = tmp_path / "python-fake"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable, version=version))
+    fake.chmod(0o755)
+    result = subprocess.run(["make", "--no-print-directory", "setup", f"PYTHON={fake}"], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "MAKEFLAGS": ""})
+    calls = tmp_path / "calls"
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_make_setup_refuses_a_python_older_than_3_11_before_building_anything(tmp_path):
+    result, calls = make_setup(tmp_path, "3.10.12")
+    assert result.returncode != 0 and calls == [] and not (tmp_path / ".venv").exists()
+    assert result.stderr.splitlines()[0] == (
+        f"error: this project needs Python 3.11 or newer; {tmp_path / 'python-fake'} is Python 3.10.12 (run e.g. "
+        "make setup PYTHON=python3.12)"), result.stderr
+
+
+@pytest.mark.parametrize("version", ["3.11.0", "3.13.1"])
+def test_make_setup_goes_on_to_the_venv_with_python_3_11_or_newer(tmp_path, version):
+    result, calls = make_setup(tmp_path, version)
+    assert calls == ["-m venv .venv"] and "error: this project needs" not in result.stderr
