@@ -34,7 +34,11 @@ def peak_rss_mb():
     return maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / MB
 
 
-def conditions():
+def conditions(model=None):
+    """The machine and software figures are measured under; `dtype_policy` is what `model` computes in (the
+    global policy, which a GPU sets to mixed_float16, says only what layers built next get), or without a
+    model the global policy."""
+    from core.models import backbone_policy
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -50,7 +54,7 @@ def conditions():
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "dtype_policy": keras.mixed_precision.global_policy().name,
+        "dtype_policy": keras.mixed_precision.global_policy().name if model is None else backbone_policy(model),
         "op_determinism": op_determinism(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "xla": False,  # tf.function without jit_compile; Keras' "auto" also resolves to off on CPU
