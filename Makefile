@@ -39,7 +39,15 @@ test-fast: setup  ## the unit tests not marked slow (no real backbones, no dvc r
 
 setup: $(VENV)/installed
 
+# The code needs Python 3.11 or newer (exception notes, for one); an older python3 would build a venv that
+# then fails in the middle of a stage, so setup checks before it builds anything.
+PYTHON_MIN := 3.11
 $(VENV)/installed: requirements.txt
+	@is=$$($(PYTHON) -c 'import platform; print("Python", platform.python_version())' 2>/dev/null) \
+	  || is="not a Python that runs"; \
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(PYTHON_MIN)".split("."))))' \
+	  2>/dev/null || { echo "error: this project needs Python $(PYTHON_MIN) or newer; $(PYTHON) is $$is" \
+	  "(run e.g. make setup PYTHON=python3.12)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt

@@ -13,6 +13,7 @@ What becomes one `error:` line (exit 1) and what keeps its traceback:
   library we failed to guard) is a bug: it keeps its full traceback so it can
   be reported and fixed, instead of being dressed up as a user error.
 """
+import contextlib
 import errno
 import sys
 
@@ -60,17 +61,46 @@ def report(e):
     return f"error: {line}" if line else None
 
 
+# sys.platform values the stages run on. Windows lacks what core.io's atomic directory swap and the memory
+# figures rely on (flock on a directory, renaming a directory onto an existing one, getrusage).
+SUPPORTED_PLATFORMS = {"linux": "Linux", "darwin": "macOS"}
+
+
+def unsupported_platform(platform=None):
+    """The `error:` line for a system the stages do not run on, or None."""
+    platform = platform or sys.platform
+    if platform in SUPPORTED_PLATFORMS:
+        return None
+    return (f"error: this system ({platform}) is not supported: the stages run on "
+            f"{' and '.join(SUPPORTED_PLATFORMS.values())} (on Windows, run them in WSL 2)")
+
+
+def close_progress_bars():
+    """Close the tqdm bars a failed stage left open, so that the line printed next starts a line of its own
+    and stays the last one: an open bar is closed at exit and redraws itself below it otherwise."""
+    tqdm = sys.modules.get("tqdm")  # no module, no bar
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):  # a bar that cannot close must not hide the error itself
+            bar.close()
+
+
 def run(main, params_path="params.yaml"):
     """Call `main(params)` with params.yaml (or, for the features and train stages, what resolve_params wrote
     for them) read as DVC reads it; a user-fixable problem becomes one line on stderr and exit 1 (see the
     module docstring)."""
+    refusal = unsupported_platform()
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(1)
     try:
         main(load(params_path) if params_path == "params.yaml" else
              load(params_path, "run `dvc repro` (its resolve_params stage writes it from params.yaml)"))
     except KeyboardInterrupt:
+        close_progress_bars()
         print("interrupted; outputs were left as they were before this run", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 (re-raised below unless it is the user's to fix)
+        close_progress_bars()
         line = report(e)
         if line is None:
             raise

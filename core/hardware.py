@@ -1,5 +1,6 @@
 """Hardware set-up: threads on CPU, mixed precision on GPU, MirroredStrategy on several GPUs, and which
 precision training computes in."""
+import math
 import os
 from pathlib import Path
 
@@ -50,8 +51,51 @@ def global_policy(p):
     return "mixed_float16" if p["mixed_precision"] else "float32"
 
 
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _read(path):
+    try:
+        return Path(path).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _ratio(quota, period):
+    """quota / period for the texts of a cgroup file, None for no limit ("max", -1) or anything unreadable."""
+    try:
+        quota, period = int(quota), int(period)
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cpu_quota(root=None):
+    """The CPU time a cgroup quota grants (`docker --cpus 2`, a Kubernetes CPU limit), in cores: 2.0 for
+    200000 us per 100000 us. None without a quota or without cgroups (macOS, Windows).
+
+    Affinity does not show a quota: a `--cpus 2` container on a 64-core host sees 64 CPUs, and 64 threads
+    sharing 2 cores' worth of time get throttled in bursts, which distorts every latency figure."""
+    root = Path(root or CGROUP_ROOT)
+    v2 = _read(root / "cpu.max")  # cgroup v2: "<quota|max> <period>"
+    if v2 is not None:
+        return _ratio(*v2) if len(v2) == 2 else None
+    for controller in ("cpu", "cpu,cpuacct"):  # cgroup v1 mounts it under either name
+        quota, period = _read(root / controller / "cpu.cfs_quota_us"), _read(root / controller / "cpu.cfs_period_us")
+        if quota and period:
+            return _ratio(quota[0], period[0])
+    return None
+
+
+def cores_allowed(affinity, quota):
+    """Cores this process can keep busy: those it may run on, no more than its quota rounded up, at least 1."""
+    cores = max(1, affinity or 1)
+    return cores if quota is None else max(1, min(cores, math.ceil(quota)))
+
+
+def usable_cores(cgroup_root=None):
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores_allowed(affinity, cpu_quota(cgroup_root))
 
 
 def configure(seed):

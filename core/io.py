@@ -14,7 +14,6 @@ last one's output is what stays.
 import contextlib
 import csv
 import errno
-import fcntl
 import glob
 import io
 import json
@@ -97,6 +96,7 @@ def real_target(path):
 @contextlib.contextmanager
 def _swap_lock(directory):
     """An exclusive lock on `directory` (flock on the directory itself: no lock file to leave behind)."""
+    import fcntl  # POSIX only: imported here so that on Windows a stage reaches core.cli's one-line refusal
     fd = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

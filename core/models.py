@@ -130,7 +130,10 @@ def build_trunk(name, image_shape, image_size, weights):
         x = preprocess(x)
     # training=False keeps BatchNorm in inference mode even once unfrozen (Keras guide).
     x = backbone(x, training=False) if e.two_phase else backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
+    # Averaged in float32 whatever the backbone computes in (mixed_float16 on a GPU): these are the features
+    # the features stage caches and phase 1 learns on.
+    with float32_layers():
+        x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
     backbone.trainable = not e.two_phase
     return keras.Model(inputs, x, name=f"{name}_trunk")
 
@@ -185,6 +188,29 @@ def with_dtype_policy(model, policy):
     return copy
 
 
+def backbone_policy(model):
+    """The dtype policy `model` computes in, read from its backbone's layers (nearly all its arithmetic):
+    what conditions record, since the global policy only says what layers built next would get."""
+    layers = [layer for layer in model.get_layer(BACKBONE).layers if layer.weights]
+    return "+".join(sorted({layer.dtype_policy.name for layer in layers}))
+
+
+@contextlib.contextmanager
+def float32_layers():
+    """Layers built in the block compute in float32, whatever the global policy (mixed_float16 on a GPU,
+    core.hardware.configure). Where it is float32 already (CPU) it is left alone, so that layers keep sharing
+    its one policy object and saved files keep their bytes."""
+    before = keras.mixed_precision.global_policy()
+    if before.name == "float32":
+        yield
+        return
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
 def for_deployment(model, flip_tta=False):
     """The trained network computing in float32, without optimizer state, which `.keras` files
     otherwise carry (Adam's two moments per trainable weight: up to 3x the
@@ -211,6 +237,11 @@ def with_flip_tta(model):
     axis (a Dense layer), and both passes share `model`'s layers, which stay top-level layers (get_layer
     ("backbone") works), so the file loads in safe mode and holds each weight once. `model` must be a chain
     of layers, as build_model's are."""
+    with float32_layers():
+        return _with_flip_tta(model)
+
+
+def _with_flip_tta(model):
     image = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="image")
     width = model.input.shape[2]
     x = keras.layers.Rescaling(1.0, name="to_float")(image)  # pixel values kept, uint8 -> float32

@@ -3,7 +3,7 @@ compiled calls, warm-up excluded, percentiles over many single calls, one
 fixed input tensor, conditions recorded with every figure."""
 import os
 import platform
-import resource
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import psutil
 from tqdm import tqdm
 
 from core import quiet
-from core.hardware import op_determinism, usable_cores
+from core.hardware import cpu_quota, op_determinism, usable_cores
 from core.metrics import percentiles_ms
 from core.runtime import keras, tf
 
@@ -23,12 +23,22 @@ def rss_mb():
     return psutil.Process().memory_info().rss / MB
 
 
+def maxrss_bytes(ru_maxrss, platform=None):
+    """getrusage's ru_maxrss in bytes: macOS reports bytes, Linux kibibytes."""
+    return ru_maxrss if (platform or sys.platform) == "darwin" else ru_maxrss * 1024
+
+
 def peak_rss_mb():
-    """High-water mark of this process's RSS (Linux reports KiB); cannot be reset."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
+    """High-water mark of this process's RSS; cannot be reset."""
+    import resource  # POSIX only: imported here so that on Windows a stage reaches core.cli's one-line refusal
+    return maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / MB
 
 
-def conditions():
+def conditions(model=None):
+    """The machine and software figures are measured under; `dtype_policy` is what `model` computes in (the
+    global policy, which a GPU sets to mixed_float16, says only what layers built next get), or without a
+    model the global policy."""
+    from core.models import backbone_policy
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -38,12 +48,13 @@ def conditions():
     return {
         "cpu": cpu,
         "usable_cores": usable_cores(),
+        "cpu_quota_cores": cpu_quota(),  # the cgroup's CPU limit (null: none), already within usable_cores
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "dtype_policy": keras.mixed_precision.global_policy().name,
+        "dtype_policy": keras.mixed_precision.global_policy().name if model is None else backbone_policy(model),
         "op_determinism": op_determinism(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "xla": False,  # tf.function without jit_compile; Keras' "auto" also resolves to off on CPU

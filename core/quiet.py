@@ -8,6 +8,11 @@ points the descriptors at a temporary file for the length of a block;
 `filtered` then writes back every line that is not on an explicit list of
 known noise, so a line nobody listed, a real warning or error, still shows.
 
+If the process dies inside a block (TensorFlow aborts at start-up on a CPU
+without AVX: SIGABRT, or SIGILL), none of its own code runs again, yet what it
+printed on the way down is the reason; a small guardian process, started with
+the block, writes everything caught back to stderr when that happens.
+
 `TF_CPP_MIN_LOG_LEVEL=0` in the environment (TensorFlow's "log everything")
 turns both off: everything is printed as it comes, e.g. to see why TensorFlow
 aborted while starting.
@@ -16,6 +21,7 @@ import contextlib
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 
@@ -63,6 +69,46 @@ def _flush():
             stream.flush()
 
 
+# Waits for one byte on the control pipe, the all-clear the block sends when it ends; end of file without
+# it means the process died inside the block, and the guardian writes out the file of what was caught.
+GUARDIAN = """
+import os, sys
+control, caught = int(sys.argv[1]), int(sys.argv[2])
+if not os.read(control, 1):
+    offset = 0
+    while chunk := os.pread(caught, 1 << 16, offset):
+        os.write(2, chunk)
+        offset += len(chunk)
+"""
+
+
+def _guardian(caught):
+    """Start the guardian of the file `caught` (writing to the stderr of the moment); returns the control
+    pipe's write end and the process, or None where it cannot run (not POSIX, no Python executable)."""
+    if os.name != "posix" or not sys.executable:
+        return None
+    read, write = os.pipe()
+    try:
+        # Its own session: Ctrl-C in the terminal is for the stage, not for the guardian.
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GUARDIAN, str(read), str(caught.fileno())],
+                                pass_fds=(read, caught.fileno()), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        os.close(write)
+        return None
+    finally:
+        os.close(read)
+    return write, proc
+
+
+def _all_clear(guardian):
+    if guardian is not None:
+        write, proc = guardian
+        os.write(write, b"1")
+        os.close(write)
+        proc.wait()
+
+
 @contextlib.contextmanager
 def captured(fds=(2,)):
     """Point file descriptors `fds` (2: stderr, 1: stdout) at one temporary file
@@ -80,6 +126,7 @@ def captured(fds=(2,)):
     streams = {fd: name for fd, name in ((1, "stdout"), (2, "stderr")) if fd in fds}
     python = {name: getattr(sys, name) for name in streams.values()}
     with tempfile.TemporaryFile() as tmp:
+        guardian = _guardian(tmp)
         try:
             for fd in fds:
                 os.dup2(tmp.fileno(), fd)
@@ -98,6 +145,7 @@ def captured(fds=(2,)):
                 os.close(copy)
             tmp.seek(0)
             result.text = tmp.read().decode("utf-8", "replace")
+            _all_clear(guardian)
 
 
 def _repoint_handlers(old, new):

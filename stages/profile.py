@@ -69,7 +69,7 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
     test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
     eval_set = random_subset(test, checked["profile.tflite_eval_images"], job.seed)
     result.update(tflite_exports(model, name, kinds, eval_set, checked, export_dir))
-    conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(),
+    conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(model),
                   "input": f"uint8 {tuple(model.input_shape[1:])}, resized and preprocessed inside the model "
                   "(included in every timing)", "latency_batch_size": 1,
                   "latency_runs": checked["profile.latency_runs"], "warmup_runs": checked["profile.warmup_runs"],

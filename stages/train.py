@@ -80,7 +80,7 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
             images(data["val"]), ft["epochs"], t["patience"],
             [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
         phases["fine_tune"] = (h, best)
-    return models.for_deployment(model), phases, metrics, {"compute_dtype": hardware.global_policy(job.plan)}
+    return models.for_deployment(model), phases, metrics, {"compute_dtype": models.backbone_policy(model)}
 
 
 def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job):
@@ -98,7 +98,8 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job)
     if s["flip_tta"]:  # what the mirror pass buys, on val: the single view's accuracy beside the shipped model's
         metrics["val_accuracy_single_view"] = models.for_deployment(model).evaluate(images(data["val"]), verbose=0)[1]
     shipped = models.for_deployment(model, flip_tta=s["flip_tta"])
-    return shipped, {"scratch": (h, best)}, metrics, {"compute_dtype": policy, "flip_tta": s["flip_tta"]}
+    return shipped, {"scratch": (h, best)}, metrics, {"compute_dtype": models.backbone_policy(model),
+                                                       "flip_tta": s["flip_tta"]}
 
 
 def summary(phases, recipe_metrics, deployed, val):

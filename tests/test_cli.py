@@ -57,3 +57,28 @@ def test_library_file_errors_name_the_file():
         "error: models/model.keras: Is a directory; that path is a directory where a file is expected")
     assert report(OSError(errno.EMFILE, "Too many open files")) == (
         "error: Too many open files; raise the limit on open files (`ulimit -n`); the previous outputs are unchanged")
+
+
+# A stage that fails while a progress bar it holds is open. (A bar that is only a for loop's iterable closes
+# itself as the exception leaves the loop; one held by a name lives on with the frame in the traceback.)
+FAILS_MID_BAR = """
+from tqdm import tqdm
+from core import StageError
+from core.cli import run
+def main(params):
+    bar = tqdm(total=10, desc="working", leave={leave}, mininterval=0)
+    bar.update(3)
+    raise StageError("image 3 is broken; fix it")
+run(main)
+"""
+
+
+@pytest.mark.parametrize("leave", [True, False])
+def test_the_error_line_is_the_last_line_even_from_inside_a_progress_bar(tmp_path, leave):
+    """An open bar redraws itself when it is closed at exit, below the error: the user would be left with a
+    progress bar as the last line. Bars are closed before the error is printed."""
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    result = subprocess.run([sys.executable, "-c", FAILS_MID_BAR.format(leave=leave)], cwd=tmp_path,
+                            env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert result.returncode == 1 and lines[-1] == "error: image 3 is broken; fix it", result.stderr

@@ -273,3 +273,41 @@ def test_flip_tta_averages_each_image_and_its_mirror_in_one_safe_model(tmp_path)
     np.testing.assert_allclose(loaded.predict(mirrored, verbose=0), want, atol=1e-6)  # symmetric by construction
     assert loaded.get_layer(models.BACKBONE) is not None and loaded.input.dtype == "uint8"
     assert loaded.count_params() == model.count_params() + 32 * 32  # both passes share the weights
+
+
+@pytest.fixture
+def gpu_policy():
+    """The global dtype policy core.hardware.configure sets on a GPU, set here on CPU; restored after."""
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy(before)
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_the_shipped_model_computes_in_float32_under_a_gpus_global_policy(gpu_policy, flip_tta):
+    """On a GPU the global policy is mixed_float16: the layers for_deployment and with_flip_tta build must not
+    take it, or the shipped model outputs float16 probabilities. The conditions record what the model computes
+    in (its backbone's policy), not the global policy."""
+    keras.utils.set_random_seed(0)
+    model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 16, 0.0)
+    assert models.backbone_policy(model) == "mixed_float16"  # what training computes in on a GPU
+    shipped = models.for_deployment(model, flip_tta=flip_tta)
+    every = [layer for part in (shipped, shipped.get_layer(models.BACKBONE)) for layer in part.layers]
+    computing = [layer for layer in every if not isinstance(layer, (keras.Model, keras.layers.InputLayer))]
+    assert {layer.compute_dtype for layer in computing} == {"float32"}
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    got = shipped.predict(x, verbose=0)
+    assert shipped.output.dtype == "float32" and got.dtype == np.float32
+    assert models.backbone_policy(shipped) == "float32"
+    from core import profiling
+    assert profiling.conditions(shipped)["dtype_policy"] == "float32"
+    keras.mixed_precision.set_global_policy("float32")  # the same network shipped on a CPU: the same figures
+    np.testing.assert_allclose(got, models.for_deployment(model, flip_tta=flip_tta).predict(x, verbose=0), atol=1e-6)
+
+
+def test_cached_features_are_float32_under_a_gpus_global_policy(gpu_policy):
+    """The trunk's backbone computes in float16 on a GPU, but the pooled features the features stage caches,
+    and phase 1 learns on, are float32."""
+    trunk = models.build_trunk("basecnn", (32, 32, 3), 32, "none")
+    assert trunk.output.dtype == "float32"

@@ -148,3 +148,27 @@ def test_a_logging_handler_made_inside_the_block_still_writes_after_it():
     out = subprocess.run([sys.executable, "-c", LOGGER_CHILD], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and out.stderr == "a warning after the block\n", out.stderr
+
+
+ABORT_CHILD = """
+import os, resource, sys
+from core import quiet
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
+with quiet.{block}:
+    os.write(2, b"{line}\\n")
+    os.abort()
+"""
+# What TensorFlow prints before it aborts on a CPU without AVX: the one line that says why.
+NO_AVX = ("The TensorFlow library was compiled to use AVX instructions, but these aren't available on your "
+          "machine.")
+
+
+@pytest.mark.parametrize("block", ["filtered(quiet.STARTUP_NOISE)", "captured((1, 2))"])
+def test_a_process_that_dies_inside_the_block_still_shows_what_it_printed(tmp_path, block):
+    """The block's own clean-up never runs in a process killed by SIGABRT (or SIGILL): the line that says why
+    must reach the parent's stderr all the same."""
+    import signal
+    out = subprocess.run([sys.executable, "-c", ABORT_CHILD.format(block=block, line=NO_AVX)], capture_output=True,
+                         text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "1"})
+    assert out.returncode == -signal.SIGABRT
+    assert out.stderr.splitlines() == [NO_AVX]
