@@ -23,7 +23,7 @@ from core import archives
 from core.archives import ArchiveError, decode_image, parse_class_folders
 from core.fetch import DownloadError, fetch
 from stages import download_cifar10, sample_cinic10
-from test_bad_inputs import cinic_params, folders, leftovers
+from test_bad_inputs import cinic_params, folders, listing
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True).filter(lambda n: n not in archives.SPLITS)
@@ -88,7 +88,7 @@ def test_test_images_in_a_deeper_train_folder_never_reach_training(params, tmp_p
     with pytest.raises(StageError, match=r"old_runs/ is outside train/ and test/|second top-level entry beside "
                                          r"old_runs/"):
         download_cifar10.main(folders(params, tmp_path / "ds"), out_dir=tmp_path / "out")
-    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert not (tmp_path / "out").exists() and listing(tmp_path) == ["ds"]
 
 
 @pytest.mark.parametrize("case", ["class-folder-outside", "class-folder-inside", "image-file", "fifo", "source-link"])
