@@ -2,6 +2,7 @@
 are one error naming the file and the stage to run again."""
 import json
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -123,9 +124,28 @@ def model_bytes(tmp_path_factory):
     return path.read_bytes()
 
 
+def model_state(model):
+    return model.get_config(), [w.numpy() for w in model.weights]
+
+
+@pytest.fixture(scope="module")
+def model_original(tmp_path_factory, model_bytes):
+    """The config and weights the intact file loads to: a damaged file that still loads must load these."""
+    path = tmp_path_factory.mktemp("m") / "model.keras"
+    path.write_bytes(model_bytes)
+    return model_state(load_model(path))
+
+
+def assert_same_model(model, original):
+    config, weights = model_state(model)
+    assert config == original[0]
+    assert len(weights) == len(original[1]) and all(np.array_equal(a, b) for a, b in zip(weights, original[1]))
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(how=st.sampled_from(["truncate", "flip"]), where=st.floats(0.0, 0.999))
-def test_truncated_or_corrupt_model_names_the_file_not_file_not_found(tmp_path_factory, model_bytes, how, where):
+def test_truncated_or_corrupt_model_names_the_file_not_file_not_found(tmp_path_factory, model_bytes, model_original,
+                                                                      how, where):
     path = tmp_path_factory.mktemp("m") / "model.keras"
     at = int(where * len(model_bytes))
     data = bytearray(model_bytes[:at] if how == "truncate" else model_bytes)
@@ -133,13 +153,40 @@ def test_truncated_or_corrupt_model_names_the_file_not_file_not_found(tmp_path_f
         data[at] ^= 0xFF
     path.write_bytes(bytes(data))
     try:
-        load_model(path)
+        model = load_model(path)
     except ContractError as e:
         message = str(e)
         assert message.startswith(f"{path}: ") and "dvc repro train" in message and "\n" not in message
         assert "File not found" not in message
         return
-    assert how == "flip"  # a flipped bit in a zip's padding or an unused field can be harmless; a cut never is
+    assert how == "flip"  # a cut never loads
+    assert_same_model(model, model_original)  # a flip in padding or an unused field: harmless only if nothing changed
+
+
+def member_data_spans(data):
+    """{member name: (first, end)} of each member's stored bytes in a zip."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        infos = z.infolist()
+    spans = {}
+    for info in infos:
+        name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+        first = info.header_offset + 30 + name_len + extra_len
+        spans[info.filename] = (first, first + info.compress_size)
+    return spans
+
+
+@pytest.mark.parametrize("member", ["metadata.json", "config.json", "model.weights.h5"])
+def test_a_flipped_byte_in_any_member_of_a_model_fails_its_crc(tmp_path, model_bytes, member):
+    """Checked for every member before Keras reads any: metadata.json is never verified by Keras, and the
+    others only part-way through its loading."""
+    first, end = member_data_spans(model_bytes)[member]
+    broken = bytearray(model_bytes)
+    broken[(first + end) // 2] ^= 0x01
+    (tmp_path / "model.keras").write_bytes(bytes(broken))
+    with pytest.raises(ContractError, match=re.escape(f"corrupt .keras file (member {member} fails its CRC)")):
+        load_model(tmp_path / "model.keras")
 
 
 def test_missing_model_names_the_train_stage(tmp_path, model_bytes):
@@ -162,17 +209,29 @@ def zip_header_positions(data):
     return sorted(set(local) | set(central))
 
 
-def test_every_flipped_zip_header_byte_of_a_model_or_npz_is_one_line_or_harmless(tmp_path, model_bytes):
+def test_every_flipped_zip_header_byte_of_a_model_or_npz_is_one_line_or_harmless(tmp_path, model_bytes,
+                                                                                 model_original):
     save_npz(tmp_path / "good.npz", **good_images())
-    for name, data, load in (("model.keras", model_bytes, load_model),
-                             ("train.npz", (tmp_path / "good.npz").read_bytes(),
-                              lambda p: load_images(p, len(CLASSES), stage="download_cifar10"))):
+
+    def same_images(arrays):
+        assert arrays.keys() == good_images().keys()
+        assert all(np.array_equal(arrays[k], v) and arrays[k].dtype == v.dtype for k, v in good_images().items())
+
+    for name, data, load, same in (
+            ("model.keras", model_bytes, load_model, lambda m: assert_same_model(m, model_original)),
+            ("train.npz", (tmp_path / "good.npz").read_bytes(),
+             lambda p: load_images(p, len(CLASSES), stage="download_cifar10"), same_images)):
+        refused = 0
         for at in zip_header_positions(data):
             broken = bytearray(data)
             broken[at] ^= 0xFF
             path = tmp_path / name
             path.write_bytes(bytes(broken))
             try:
-                load(path)
+                loaded = load(path)
             except StageError as e:  # ContractError is one
                 assert str(e).startswith(f"{path}: ") and "\n" not in str(e), (name, at, str(e))
+                refused += 1
+                continue
+            same(loaded)  # harmless means: what loads is what was saved
+        assert refused > 0, name
