@@ -276,9 +276,20 @@ def test_compare_params_are_checked(params):
             constraints(p)
 
 
-def test_infinite_limit_means_no_limit(params):
-    params["compare"]["max_size_mb"] = float("inf")
-    assert constraints(params)["max_size_mb"] == float("inf")
+@pytest.mark.parametrize("key", sorted(LIMITS))
+@settings(max_examples=15, deadline=None)
+@given(figures=st.lists(st.floats(0, 1e300), min_size=1, max_size=4))
+def test_infinite_limit_means_no_limit(key, figures):
+    """`.inf` read from params.yaml, then applied: a model with any finite figure is kept, as under null."""
+    params = load_params(ROOT / "params.yaml")
+    params["compare"][key] = float("inf")
+    limits = constraints(params)
+    assert limits[key] == float("inf")
+    rows = rows_of(*(record(f"m{i}", val=0.5 + i / 100, **{LIMITS[key][0]: figure})
+                     for i, figure in enumerate(figures)))
+    rec = recommend(rows, limits)
+    assert rec.ruled_out == {} and sorted(ranked(rec)) == sorted(rows.index)
+    assert rec.model == f"m{len(figures) - 1}"  # the most accurate, however large its figure
 
 
 def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, tmp_path, capsys, monkeypatch):
