@@ -52,8 +52,9 @@ MUTATIONS = {
 }
 
 
-@FAST
-@given(mutation=st.sampled_from(sorted(MUTATIONS)), n=st.integers(1, 8))
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 8))
 def test_any_npz_off_the_contract_names_the_file(tmp_path_factory, mutation, n):
     path = tmp_path_factory.mktemp("npz") / "train.npz"
     arrays = MUTATIONS[mutation](good_images(n))
@@ -82,9 +83,10 @@ def test_missing_or_unreadable_npz_names_the_file(tmp_path, case):
     assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("kind", ["cut", "not-object", "no-classes", "bad-classes"])
 @FAST
-@given(cut=st.integers(0, 60), kind=st.sampled_from(["cut", "not-object", "no-classes", "bad-classes"]))
-def test_any_broken_info_json_names_the_file_and_the_stage(tmp_path_factory, cut, kind):
+@given(cut=st.integers(0, 60))
+def test_any_broken_info_json_names_the_file_and_the_stage(tmp_path_factory, kind, cut):
     directory = tmp_path_factory.mktemp("info")
     text = json.dumps({"classes": CLASSES, "image_shape": [8, 8, 3]})
     text = {"cut": text[:cut], "not-object": json.dumps(CLASSES), "no-classes": json.dumps({"source": "x"}),
@@ -103,10 +105,9 @@ def test_missing_info_json_names_the_stage(tmp_path):
         read_json(tmp_path / "features.json", "features")
 
 
-@FAST
-@given(kind=st.sampled_from(["float-labels", "int-features", "3d", "nan", "other-dim"]))
-def test_features_off_the_contract_name_the_file(tmp_path_factory, kind):
-    path = tmp_path_factory.mktemp("f") / "train.npz"
+@pytest.mark.parametrize("kind", ["float-labels", "int-features", "3d", "nan", "other-dim"])
+def test_features_off_the_contract_name_the_file(tmp_path, kind):
+    path = tmp_path / "train.npz"
     x, y = np.zeros((4, 5), np.float32), np.arange(4, dtype=np.uint8) % 3
     x, y = {"float-labels": (x, y.astype(np.float32)), "int-features": (x.astype(np.int32), y),
             "3d": (x[:, :, None], y), "nan": (np.full_like(x, np.nan), y), "other-dim": (x[:, :4], y)}[kind]
@@ -142,8 +143,9 @@ def assert_same_model(model, original):
     assert len(weights) == len(original[1]) and all(np.array_equal(a, b) for a, b in zip(weights, original[1]))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(how=st.sampled_from(["truncate", "flip"]), where=st.floats(0.0, 0.999))
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.floats(0.0, 0.999))
 def test_truncated_or_corrupt_model_names_the_file_not_file_not_found(tmp_path_factory, model_bytes, model_original,
                                                                       how, where):
     path = tmp_path_factory.mktemp("m") / "model.keras"
