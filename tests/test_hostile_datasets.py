@@ -22,8 +22,9 @@ from core import StageError
 from core import archives
 from core.archives import ArchiveError, decode_image, parse_class_folders
 from core.fetch import DownloadError, fetch
+from core.io import load_npz
 from stages import download_cifar10, sample_cinic10
-from test_bad_inputs import cinic_params, folders, listing
+from test_bad_inputs import cinic_params, folders, listing, snapshot
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True).filter(lambda n: n not in archives.SPLITS)
@@ -97,7 +98,7 @@ def test_links_and_special_files_in_a_directory_dataset(params, tmp_path, case):
     """Symlinks inside a directory dataset are refused (files and folders alike, wherever they point), as
     links in an archive are; so are FIFOs and devices. The dataset folder itself may be a link."""
     root = tmp_path / "ds"
-    class_folders(root)
+    expected = class_folders(root)
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(root / "train" / "cat", elsewhere)
     link = {"class-folder-outside": root / "train" / "owl", "class-folder-inside": root / "train" / "owl",
@@ -115,6 +116,10 @@ def test_links_and_special_files_in_a_directory_dataset(params, tmp_path, case):
         source = tmp_path / "ds-link"
         source.symlink_to(root, target_is_directory=True)
         download_cifar10.main(folders(params, source), out_dir=tmp_path / "out")
+        test = load_npz(tmp_path / "out" / "test.npz")
+        assert np.array_equal(test["x"], expected["test"][0]) and np.array_equal(test["y"], expected["test"][1])
+        download_cifar10.main(folders(params, root), out_dir=tmp_path / "out-direct")
+        assert snapshot(tmp_path / "out") == snapshot(tmp_path / "out-direct")  # the link read as the folder
         return
     signal.alarm(30)  # a FIFO that is opened would block forever
     try:
