@@ -45,6 +45,21 @@ def test_expected_calibration_error():
 
 # Stages on a tiny saved model.
 
+def saved_figures(monkeypatch):
+    """{file name: [(title, cell texts, images shown) of each axes]} of every figure saved from now on: what
+    a plot shows, read from the figure itself (a PNG's pixels would tie the test to fonts and renderer)."""
+    import matplotlib.figure
+    figures, savefig = {}, matplotlib.figure.Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):
+        figures[Path(path).name] = [(ax.get_title(), [t.get_text() for t in ax.texts],
+                                     [np.asarray(im.get_array()) for im in ax.get_images()]) for ax in fig.axes]
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    return figures
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, params):
     monkeypatch.chdir(tmp_path)
@@ -67,7 +82,8 @@ def workdir(tmp_path, monkeypatch, params):
     return params
 
 
-def test_evaluate_figures_equal_model_evaluate(workdir):
+def test_evaluate_figures_equal_model_evaluate(workdir, monkeypatch):
+    figures = saved_figures(monkeypatch)
     evaluate.main(workdir, model_path="model.keras")
     m = json.loads(open("metrics/evaluate.json").read())
     model = keras.models.load_model("model.keras")
@@ -87,8 +103,17 @@ def test_evaluate_figures_equal_model_evaluate(workdir):
     assert m["accuracy_drop"] == pytest.approx(m["test"]["accuracy"] - m["cinic10"]["accuracy"])
     with open("plots/evaluate/per_class/test.csv") as f:
         assert [r["class"] for r in csv.DictReader(f)] == CIFAR10_CLASSES
+    # The grid: the first 24 misclassified CINIC-10 images, each titled with its truth and the model's guess.
+    cinic = load_npz("data/cinic10/sample.npz")
+    probs = model.predict(cinic["x"], verbose=0)
+    wrong = np.flatnonzero(probs.argmax(1) != cinic["y"])[:24]
+    assert len(wrong) > 0
+    tiles = [(title, images[0]) for title, _, images in figures["cinic10_misclassified.png"] if images]
+    assert [title.split("\n")[0] for title, _ in tiles] == [
+        f"{CIFAR10_CLASSES[cinic['y'][i]]} → {CIFAR10_CLASSES[probs[i].argmax()]}" for i in wrong]
+    assert all(np.array_equal(image, cinic["x"][i]) for (_, image), i in zip(tiles, wrong))
     from PIL import Image
-    assert Image.open("plots/evaluate/cinic10_misclassified.png").size[0] > 100
+    assert Image.open("plots/evaluate/cinic10_misclassified.png").format == "PNG"
 
 
 def test_evaluate_without_shift_set_says_so(workdir):
@@ -103,7 +128,8 @@ def test_evaluate_without_shift_set_says_so(workdir):
     assert conditions["test"] == {"available": True, "images": len(load_npz("data/cifar10/test.npz")["y"])}
 
 
-def test_evaluate_reports_every_corruption_and_severity(workdir):
+def test_evaluate_reports_every_corruption_and_severity(workdir, monkeypatch):
+    figures = saved_figures(monkeypatch)
     evaluate.main(workdir, model_path="model.keras")
     c = json.loads(open("metrics/evaluate.json").read())["corruptions"]
     assert json.loads(open("metrics/conditions/evaluate.json").read())["corruptions"] == {
@@ -132,9 +158,18 @@ def test_evaluate_reports_every_corruption_and_severity(workdir):
         rows = list(csv.DictReader(f))
     assert [r["severity"] for r in rows] == ["0", "1", "2", "3", "4", "5"] and rows[1]["blur"] == ""
     assert float(rows[5]["all"]) == pytest.approx(c["by_severity"]["5"], abs=1e-4)
+    # The heatmap: a clean column, then severities 1 to 5, each cell the accuracy in % as the table has it.
+    (_, cells, (shown,)), _colorbar = figures["corruption_heatmap.png"]
+    want = 100 * np.array([[c["clean_accuracy"], *table[n].values()] for n in ("gaussian_noise", "fog", "pixelate")])
+    assert shown == pytest.approx(want, abs=0.01) and cells == [f"{v:.1f}" for v in shown.ravel()]
+    # The examples: every tile is titled with what the model predicts for the very image it shows.
+    tiles = [(title, images[0]) for title, _, images in figures["corruption_examples.png"] if images]
+    assert len(tiles) == 3 + 3 * 3 * 3  # 3 clean images, then each under 3 corruptions at 3 severities
+    predicted = model.predict(np.stack([image for _, image in tiles]), verbose=0).argmax(1)
+    assert [title for title, _ in tiles] == [CIFAR10_CLASSES[p] for p in predicted]
     from PIL import Image
     for png in ("corruption_heatmap.png", "corruption_examples.png"):
-        assert Image.open(f"plots/evaluate/{png}").size[0] > 300
+        assert Image.open(f"plots/evaluate/{png}").format == "PNG"
 
 
 def test_evaluate_without_corruptions_says_so(workdir):
@@ -193,17 +228,33 @@ def test_size_report_counts_the_models_weights_and_measures_the_file_it_is_given
     assert 0 < head < model.count_params()
 
 
-def test_profile_stage_writes_every_figure(workdir):
+def test_profile_stage_writes_every_figure(workdir, monkeypatch):
+    """Each figure is what its name says, from the measurement it comes from: timings from a clock that
+    advances a known step at each reading (so they are exact, not machine speed), sizes from the files."""
+    step_s, clock = 0.0025, [0.0]
+
+    def perf_counter():
+        clock[0] += step_s
+        return clock[0]
+
+    monkeypatch.setattr(profiling, "time", types.SimpleNamespace(perf_counter=perf_counter))
     profile.main(workdir, model_path="model.keras", export_dir="tflite")
     m = json.loads(open("metrics/profile.json").read())
-    for key in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_ips", "cpu_utilisation_pct",
-                "params_total", "params_trainable", "flops_per_image", "size_mb", "weights_mb", "rss_after_load_mb",
-                "peak_rss_mb", "tflite_fp32_size_mb", "tflite_fp32_latency_p50_ms", "tflite_fp32_accuracy"):
-        assert m[key] > 0 or key == "tflite_fp32_accuracy", key
+    # Every timed call spans one step: 2.5 ms at each percentile, batch 4 / 2.5 ms = 1600 images/s.
+    for key in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "tflite_fp32_latency_p50_ms"):
+        assert m[key] == pytest.approx(1000 * step_s), key
+    assert m["throughput_ips"] == pytest.approx(workdir["profile"]["batch_size"] / step_s)
+    assert m["cpu_utilisation_pct"] >= 0
+    model = keras.models.load_model("model.keras")
+    assert m["params_total"] == model.count_params()
+    assert m["params_trainable"] == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert m["weights_mb"] == pytest.approx(sum(w.numpy().nbytes for w in model.weights) / 1e6, abs=1e-4)
+    assert m["size_mb"] == pytest.approx(Path("model.keras").stat().st_size / 1e6, abs=1e-4)
+    assert m["tflite_fp32_size_mb"] == pytest.approx(Path("tflite/model_fp32.tflite").stat().st_size / 1e6, abs=1e-4)
+    assert m["rss_after_load_mb"] - m["rss_after_import_mb"] == pytest.approx(m["rss_growth_on_load_mb"], abs=2e-4)
     # A high-water mark of the process that loaded the model. Linux updates it lazily: read at once after a
     # reading of RSS it can be a fraction of a MB below it (0.07 MB seen), hence the 1 MB of slack.
-    assert m["peak_rss_mb"] >= m["rss_after_load_mb"] - 1
-    assert m["latency_p50_ms"] <= m["latency_p90_ms"] <= m["latency_p99_ms"]
+    assert m["peak_rss_mb"] >= m["rss_after_load_mb"] - 1 and m["rss_after_import_mb"] > 0
     # fp32 TFLite computes the same function: same predictions as Keras on the same images.
     assert m["tflite_fp32_accuracy"] == pytest.approx(m["keras_accuracy_on_eval_images"])
     conditions = json.loads(open("metrics/conditions/profile.json").read())

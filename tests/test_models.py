@@ -248,8 +248,10 @@ def test_a_bfloat16_trained_model_ships_computing_in_float32():
     assert {layer.compute_dtype for layer in every if layer.weights} == {"float32"}
     for mine, theirs in zip(model.weights, shipped.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
-    # bfloat16 keeps 8 bits of mantissa: the two networks agree to a few parts in a thousand.
-    np.testing.assert_allclose(shipped.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.02)
+    # bfloat16 keeps 8 bits of mantissa: the two networks agree to a few parts in a thousand (0.2 % seen). The
+    # tolerance is relative: these probabilities all lie near 0.1, where any absolute one over ~0.01 would pass
+    # a model that outputs a flat 0.1 (up to 12 % off here).
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0.01, atol=0)
     assert shipped.predict(x, verbose=0).dtype == np.float32
 
 
