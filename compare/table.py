@@ -3,6 +3,7 @@ per experiment), which become one pandas row per model with unit-named columns; 
 tables, the Pareto front and the recommendation. Used by compare/report.py (the command) and compare/benchmark.py;
 no stage uses it, so it is the comparison's, here, not in core/.
 """
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -181,6 +182,8 @@ def constraints(params):
     check_section(params, "compare")  # unknown keys (core.params.KEYS)
     out = {key: None if get(params, f"compare.{key}") is None else
            number(params, f"compare.{key}", 0, infinite=True) for key in LIMITS}
+    # .inf is read as null: no limit, so a model that lacks the figure is kept rather than ruled out unmeasured.
+    out = {key: None if limit == math.inf else limit for key, limit in out.items()}
     return out | {"rank_by": choice(params, "compare.rank_by", RANK_BY)}
 
 
