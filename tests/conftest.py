@@ -1,12 +1,30 @@
-import copy
-import hashlib
-import re
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+import os
+import tempfile
 
-import pytest
+# Before anything imports Keras (it reads KERAS_HOME once, at import, and writes keras.json there) or starts
+# DVC, and in os.environ so every subprocess inherits them: nothing read from or written to the user's home
+# (Keras' cache, DVC's global config and analytics id, Matplotlib's font cache) or left under /var/tmp/dvc
+# (DVC's per-repo site cache).
+# Subprocesses given an environment of their own take SESSION_ENV into it.
+_SESSION_STATE = tempfile.mkdtemp(prefix="pytest-hermetic-")
+SESSION_ENV = {
+    "DVC_NO_ANALYTICS": "1",  # `dvc init` runs before `dvc config core.analytics false` can
+    "DVC_GLOBAL_CONFIG_DIR": os.path.join(_SESSION_STATE, "dvc-global"),
+    "DVC_SITE_CACHE_DIR": os.path.join(_SESSION_STATE, "dvc-site-cache"),
+    "KERAS_HOME": os.path.join(_SESSION_STATE, "keras"),
+    "MPLCONFIGDIR": os.path.join(_SESSION_STATE, "matplotlib"),
+}
+os.environ.update(SESSION_ENV)
+
+import copy  # noqa: E402
+import hashlib  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,6 +91,11 @@ class ArchiveServer:
         self.httpd.server_close()
 
 
+def pytest_unconfigure(config):
+    import shutil
+    shutil.rmtree(_SESSION_STATE, ignore_errors=True)
+
+
 @pytest.fixture
 def server():
     s = ArchiveServer()
@@ -95,7 +118,6 @@ def params(tmp_path):
 def run_cmd(args, cwd, check=True, env=None):
     """Run a command with this interpreter's environment first on PATH (so DVC
     stages' `python` is the one running the tests); `env` adds variables."""
-    import os
     import subprocess
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)

@@ -32,7 +32,7 @@ from PIL import Image
 
 from builders import (booby_trap, booby_trapped_pickle, cifar10_binary, cifar10_python, cinic10, class_folders,
                       image_bytes, with_extra_member)
-from conftest import ROOT, sha256
+from conftest import ROOT, SESSION_ENV, sha256
 import core.io
 from core import StageError
 from core import fetch as fetch_module
@@ -109,7 +109,7 @@ def stage_setup(request, name):
 
 def run_stage(args, cwd, extra_env=None, **kwargs):
     """A stage as DVC runs it: `python -m stages.<name>` in a directory holding params.yaml."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd), **(extra_env or {})}
+    env = {**SESSION_ENV, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd), **(extra_env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
 
 
