@@ -107,6 +107,15 @@ def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def machine_plan():
+    """core.hardware's plan for this machine, applied once before the first test as every stage applies it
+    first (core.stage.start): op determinism, seeds, threads, the global dtype policy. A test run alone
+    (`-k`) then starts from the TensorFlow state it has in the full suite, after some stage has run."""
+    from core import hardware
+    return hardware.configure(load(ROOT / "params.yaml")["seed"])
+
+
 @pytest.fixture
 def params(tmp_path):
     """The project's params.yaml, with downloads kept in tmp_path and no waiting between retries."""

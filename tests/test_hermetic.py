@@ -52,3 +52,13 @@ def test_a_session_writes_nothing_to_home_or_the_shared_dvc_site_cache(tmp_path,
     monkeypatch.delenv("DVC_SITE_CACHE_DIR")
     default = os.path.join(site_cache_dir(), "repo", os.path.basename(seen["site_cache"]))
     assert not os.path.exists(default), default
+
+
+def test_a_test_starts_with_tensorflow_configured_as_the_stages_leave_it(machine_plan):
+    """Alone or after a stage ran in this process: op determinism, the plan's threads and dtype policy."""
+    from core import hardware
+    from core.runtime import keras, tf
+    assert hardware.op_determinism()
+    assert keras.mixed_precision.global_policy().name == hardware.global_policy(machine_plan)
+    assert tf.config.threading.get_intra_op_parallelism_threads() == machine_plan["intra_op_threads"]
+    assert tf.config.threading.get_inter_op_parallelism_threads() == machine_plan["inter_op_threads"]
