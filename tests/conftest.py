@@ -118,9 +118,12 @@ def machine_plan():
 
 @pytest.fixture
 def params(tmp_path):
-    """The project's params.yaml, with downloads kept in tmp_path and no waiting between retries."""
+    """The project's params.yaml, with downloads kept in tmp_path and no waiting between retries.
+    From-scratch training computes in float32: `auto` would pick bfloat16 on CPUs that have it natively
+    (core.hardware.compute_policy), a path of its own on some machines; tests that want it ask for it."""
     p = copy.deepcopy(load(ROOT / "params.yaml"))
     p["fetch"].update(dir=str(tmp_path / "downloads"), backoff_s=0, timeout_s=5)
+    p["train"]["scratch"]["precision"] = "float32"
     return p
 
 

@@ -72,6 +72,7 @@ def tiny_pipeline_params(project, tmp_path, **top):
     t["batch_size"] = 8
     for phase in ("frozen", "fine_tune", "scratch"):
         t[phase]["epochs"] = 1
+    t["scratch"]["precision"] = "float32"  # `auto` is bfloat16 on some CPUs only (tests/conftest.py's params)
     params["profile"].update(warmup_runs=1, latency_runs=20, batch_size=2, throughput_runs=3, tflite=[],
                              tflite_eval_images=10)  # the minimum of each (core.params.NUMBERS)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
