@@ -177,3 +177,16 @@ def imagenet_standins(standin_dir, monkeypatch):
     from standin_weights import serve_from
     monkeypatch.setattr(file_utils, "get_file", serve_from(standin_dir))
     return standin_dir
+
+
+@pytest.fixture
+def no_imagenet_weights(server, tmp_path, monkeypatch):
+    """`weights: imagenet` as offline, whatever this machine's network and Keras cache: Keras' own get_file
+    (tests/standin_weights.py's serve_nothing) fetches from `server`, which holds nothing, into an empty cache.
+    In this process, and in subprocesses given `.env` (DVC and its stages). `.server.log` shows the requests."""
+    from types import SimpleNamespace
+    from keras.src.utils import file_utils
+    from standin_weights import offline_subprocess_env, serve_nothing
+    cache = tmp_path / "empty-keras-cache"
+    monkeypatch.setattr(file_utils, "get_file", serve_nothing(server.url("/"), cache, file_utils.get_file))
+    return SimpleNamespace(server=server, env=offline_subprocess_env(server.url("/"), cache, tmp_path / "offline-site"))

@@ -80,7 +80,7 @@ def tiny_pipeline_params(project, tmp_path, **top):
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
 
 
-def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, standin_dir):
+def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, standin_dir, no_imagenet_weights):
     """`weights: imagenet` (params.yaml's default) through `dvc exp run`, for each pretrained backbone,
     at 96 px so the 32 px images are resized inside the model. Keras' own download-and-load code runs in
     the stage processes, on stand-in files (tests/standin_weights.py: the fetch is the only thing replaced)."""
@@ -104,9 +104,12 @@ def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, st
         if name == "mobilenetv2":  # the export takes the same raw images and computes the same function
             assert profile["tflite_fp32_accuracy"] == pytest.approx(profile["keras_accuracy_on_eval_images"])
         assert "uint8 (32, 32, 3)" in conditions["profile"]["input"]
-    # Without the stand-ins the same run stops at once with the fix, and no traceback.
-    failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False)
+    # Without the stand-ins (and offline) the same run stops at once with the fix, and no traceback.
+    failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False,
+                 env=no_imagenet_weights.env)
     assert failed.returncode != 0 and "could not get ImageNet weights for densenet121" in failed.stderr
+    assert [path for path, _ in no_imagenet_weights.server.log] == [
+        "/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"]
 
 
 def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
