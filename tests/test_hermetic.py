@@ -62,3 +62,28 @@ def test_a_test_starts_with_tensorflow_configured_as_the_stages_leave_it(machine
     assert keras.mixed_precision.global_policy().name == hardware.global_policy(machine_plan)
     assert tf.config.threading.get_intra_op_parallelism_threads() == machine_plan["intra_op_threads"]
     assert tf.config.threading.get_inter_op_parallelism_threads() == machine_plan["inter_op_threads"]
+
+
+HANGING = '''
+import os
+import pytest
+
+
+@pytest.mark.timeout(2)
+def test_hangs(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    open(tmp_path / "fifo").read()  # no writer: blocks for ever
+
+
+def test_after_it(request):
+    assert float(request.config.getini("timeout")) == 900
+'''
+
+
+def test_a_hanging_test_fails_alone(tmp_path):
+    """pytest-timeout with pytest.ini's settings: a test blocked in a read fails, and the session goes on."""
+    (tmp_path / "test_hanging.py").write_text(HANGING)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
+                             str(ROOT / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path / "test_hanging.py")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "1 failed, 1 passed" in result.stdout and "Timeout (>2.0s)" in result.stdout, result.stdout
