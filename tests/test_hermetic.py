@@ -64,6 +64,16 @@ def test_a_test_starts_with_tensorflow_configured_as_the_stages_leave_it(machine
     assert tf.config.threading.get_inter_op_parallelism_threads() == machine_plan["inter_op_threads"]
 
 
+@pytest.mark.parametrize("ci, derandomized", [({"CI": "true"}, True), ({}, False)])
+def test_hypothesis_profile_is_derandomized_on_ci(ci, derandomized):
+    probe = ("import conftest\nfrom hypothesis import settings\n"
+             "print(settings.default.derandomize, settings.default.deadline)")
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | ci
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT / "tests", env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(derandomized), "None"]
+
+
 HANGING = '''
 import os
 import pytest
