@@ -5,9 +5,12 @@ import tempfile
 # DVC, and in os.environ so every subprocess inherits them: nothing read from or written to the user's home
 # (Keras' cache, DVC's global config and analytics id, Matplotlib's font cache) or left under /var/tmp/dvc
 # (DVC's per-repo site cache).
-# Subprocesses given an environment of their own take SESSION_ENV into it.
-_SESSION_STATE = tempfile.mkdtemp(prefix="pytest-hermetic-")
+# Subprocesses given an environment of their own take SESSION_ENV into it. A process of the session that
+# imports this module (a probe) keeps the session's directory; the session that made it removes it.
+_OWN_STATE = "PYTEST_SESSION_STATE" not in os.environ
+_SESSION_STATE = os.environ.get("PYTEST_SESSION_STATE") or tempfile.mkdtemp(prefix="pytest-hermetic-")
 SESSION_ENV = {
+    "PYTEST_SESSION_STATE": _SESSION_STATE,
     "DVC_NO_ANALYTICS": "1",  # `dvc init` runs before `dvc config core.analytics false` can
     "DVC_GLOBAL_CONFIG_DIR": os.path.join(_SESSION_STATE, "dvc-global"),
     "DVC_SITE_CACHE_DIR": os.path.join(_SESSION_STATE, "dvc-site-cache"),
@@ -102,7 +105,8 @@ class ArchiveServer:
 
 def pytest_unconfigure(config):
     import shutil
-    shutil.rmtree(_SESSION_STATE, ignore_errors=True)
+    if _OWN_STATE:
+        shutil.rmtree(_SESSION_STATE, ignore_errors=True)
 
 
 @pytest.fixture

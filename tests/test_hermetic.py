@@ -46,6 +46,7 @@ def test_a_session_writes_nothing_to_home_or_the_shared_dvc_site_cache(tmp_path,
     assert written == [], written
     seen = json.loads((tmp_path / "base/seen.json").read_text())
     assert seen["env"]["DVC_NO_ANALYTICS"] == "1" and seen["keras_json"]
+    assert not os.path.exists(seen["env"]["PYTEST_SESSION_STATE"])  # the session took its directory with it
     # The repo's site cache was in the session's directory, and not where DVC keeps it by default (the
     # repo's token, its directory's name there, does not depend on where).
     assert seen["site_cache_filled"] and seen["site_cache"].startswith(seen["env"]["DVC_SITE_CACHE_DIR"])
