@@ -1,12 +1,42 @@
-import copy
-import hashlib
-import re
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+import os
+import tempfile
 
-import pytest
+# Before anything imports Keras (it reads KERAS_HOME once, at import, and writes keras.json there) or starts
+# DVC, and in os.environ so every subprocess inherits them: nothing read from or written to the user's home
+# (Keras' cache, DVC's global config and analytics id, Matplotlib's font cache) or left under /var/tmp/dvc
+# (DVC's per-repo site cache).
+# Subprocesses given an environment of their own take SESSION_ENV into it. A process of the session that
+# imports this module (a probe) keeps the session's directory; the session that made it removes it.
+_OWN_STATE = "PYTEST_SESSION_STATE" not in os.environ
+_SESSION_STATE = os.environ.get("PYTEST_SESSION_STATE") or tempfile.mkdtemp(prefix="pytest-hermetic-")
+SESSION_ENV = {
+    "PYTEST_SESSION_STATE": _SESSION_STATE,
+    "DVC_NO_ANALYTICS": "1",  # `dvc init` runs before `dvc config core.analytics false` can
+    "DVC_GLOBAL_CONFIG_DIR": os.path.join(_SESSION_STATE, "dvc-global"),
+    "DVC_SITE_CACHE_DIR": os.path.join(_SESSION_STATE, "dvc-site-cache"),
+    "KERAS_HOME": os.path.join(_SESSION_STATE, "keras"),
+    "MPLCONFIGDIR": os.path.join(_SESSION_STATE, "matplotlib"),
+}
+os.environ.update(SESSION_ENV)
+
+import copy  # noqa: E402
+import hashlib  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Hypothesis: no deadline anywhere (a loaded machine is slow, not wrong). On CI (CI is set, as .ci/run's
+# caller sets it) the examples are derandomized and no example database is kept: a red run is the code's,
+# not the draw's, and the next run draws the same; elsewhere each run draws new examples.
+settings.register_profile("dev", settings.get_profile("default"), deadline=None)
+settings.register_profile("ci", settings.get_profile("default"), derandomize=True, deadline=None, database=None,
+                          print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,6 +103,12 @@ class ArchiveServer:
         self.httpd.server_close()
 
 
+def pytest_unconfigure(config):
+    import shutil
+    if _OWN_STATE:
+        shutil.rmtree(_SESSION_STATE, ignore_errors=True)
+
+
 @pytest.fixture
 def server():
     s = ArchiveServer()
@@ -84,18 +120,29 @@ def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def machine_plan():
+    """core.hardware's plan for this machine, applied once before the first test as every stage applies it
+    first (core.stage.start): op determinism, seeds, threads, the global dtype policy. A test run alone
+    (`-k`) then starts from the TensorFlow state it has in the full suite, after some stage has run."""
+    from core import hardware
+    return hardware.configure(load(ROOT / "params.yaml")["seed"])
+
+
 @pytest.fixture
 def params(tmp_path):
-    """The project's params.yaml, with downloads kept in tmp_path and no waiting between retries."""
+    """The project's params.yaml, with downloads kept in tmp_path and no waiting between retries.
+    From-scratch training computes in float32: `auto` would pick bfloat16 on CPUs that have it natively
+    (core.hardware.compute_policy), a path of its own on some machines; tests that want it ask for it."""
     p = copy.deepcopy(load(ROOT / "params.yaml"))
     p["fetch"].update(dir=str(tmp_path / "downloads"), backoff_s=0, timeout_s=5)
+    p["train"]["scratch"]["precision"] = "float32"
     return p
 
 
 def run_cmd(args, cwd, check=True, env=None):
     """Run a command with this interpreter's environment first on PATH (so DVC
     stages' `python` is the one running the tests); `env` adds variables."""
-    import os
     import subprocess
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
@@ -143,3 +190,16 @@ def imagenet_standins(standin_dir, monkeypatch):
     from standin_weights import serve_from
     monkeypatch.setattr(file_utils, "get_file", serve_from(standin_dir))
     return standin_dir
+
+
+@pytest.fixture
+def no_imagenet_weights(server, tmp_path, monkeypatch):
+    """`weights: imagenet` as offline, whatever this machine's network and Keras cache: Keras' own get_file
+    (tests/standin_weights.py's serve_nothing) fetches from `server`, which holds nothing, into an empty cache.
+    In this process, and in subprocesses given `.env` (DVC and its stages). `.server.log` shows the requests."""
+    from types import SimpleNamespace
+    from keras.src.utils import file_utils
+    from standin_weights import offline_subprocess_env, serve_nothing
+    cache = tmp_path / "empty-keras-cache"
+    monkeypatch.setattr(file_utils, "get_file", serve_nothing(server.url("/"), cache, file_utils.get_file))
+    return SimpleNamespace(server=server, env=offline_subprocess_env(server.url("/"), cache, tmp_path / "offline-site"))

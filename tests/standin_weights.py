@@ -10,6 +10,7 @@ for, and the architecture it builds for ImageNet weights (EfficientNet's extra
 input rescaling), are Keras' own.
 """
 import os
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,31 @@ def write_standins(directory, constructors, size, seed=0):
     return written
 
 
+def serve_nothing(base_url, cache_dir, get_file):
+    """Keras' own `get_file` with the weights host replaced by `base_url` (a loopback server holding nothing:
+    every fetch a 404) and an empty `cache_dir` for Keras' cache: ImageNet weights offline, through the code
+    Keras runs offline, on a machine that has internet and a warm ~/.keras."""
+    def offline(fname=None, origin=None, *args, **kwargs):
+        name = urllib.parse.urlsplit(origin).path.rsplit("/", 1)[-1]
+        return get_file(fname, f"{base_url.rstrip('/')}/{name}", *args, **{**kwargs, "cache_dir": str(cache_dir)})
+    return offline
+
+
 def sitecustomize_source(directory):
     """A sitecustomize.py that, in any Python process started with it on PYTHONPATH, replaces
     Keras' get_file with `serve_from(directory)` as soon as Keras imports it (DVC's stage
     commands are such processes)."""
+    return _patching_get_file(f"standin_weights.serve_from({str(directory)!r})")
+
+
+def offline_sitecustomize_source(base_url, cache_dir):
+    """The same, replacing it with `serve_nothing(base_url, cache_dir, <Keras' get_file>)`."""
+    return _patching_get_file(f"standin_weights.serve_nothing({base_url!r}, {str(cache_dir)!r}, module.get_file)")
+
+
+def _patching_get_file(replacement):
+    """sitecustomize.py source that sets keras.src.utils.file_utils.get_file to the expression
+    `replacement` (in which `module` is file_utils) right after that module is executed."""
     here = Path(__file__).resolve().parent
     return f'''import importlib.abc, importlib.util, sys
 sys.path.insert(0, {str(here)!r})
@@ -98,7 +120,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            module.get_file = standin_weights.serve_from({str(directory)!r})
+            module.get_file = {replacement}
         spec.loader.exec_module = exec_module
         return spec
 
@@ -109,7 +131,16 @@ sys.meta_path.insert(0, _PatchOnImport())
 
 def subprocess_env(directory, site_dir):
     """Environment for subprocesses (DVC and its stages) that load stand-ins for ImageNet weights."""
+    return {**_with_sitecustomize(site_dir, sitecustomize_source(directory)), ENV: str(directory)}
+
+
+def offline_subprocess_env(base_url, cache_dir, site_dir):
+    """Environment for subprocesses (DVC and its stages) in which ImageNet weights cannot be had."""
+    return _with_sitecustomize(site_dir, offline_sitecustomize_source(base_url, cache_dir))
+
+
+def _with_sitecustomize(site_dir, source):
     Path(site_dir).mkdir(parents=True, exist_ok=True)
-    (Path(site_dir) / "sitecustomize.py").write_text(sitecustomize_source(directory))
+    (Path(site_dir) / "sitecustomize.py").write_text(source)
     path = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": str(site_dir) + (os.pathsep + path if path else ""), ENV: str(directory)}
+    return {"PYTHONPATH": str(site_dir) + (os.pathsep + path if path else "")}

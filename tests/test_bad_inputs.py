@@ -32,7 +32,7 @@ from PIL import Image
 
 from builders import (booby_trap, booby_trapped_pickle, cifar10_binary, cifar10_python, cinic10, class_folders,
                       image_bytes, with_extra_member)
-from conftest import ROOT, sha256
+from conftest import ROOT, SESSION_ENV, sha256
 import core.io
 from core import StageError
 from core import fetch as fetch_module
@@ -115,7 +115,7 @@ def stage_setup(request, name):
 
 def run_stage(args, cwd, extra_env=None, **kwargs):
     """A stage as DVC runs it: `python -m stages.<name>` in a directory holding params.yaml."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd), **(extra_env or {})}
+    env = {**SESSION_ENV, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd), **(extra_env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
 
 
@@ -225,18 +225,14 @@ def test_weights_file_of_another_architecture_keeps_previous_features(params, tm
     assert snapshot(out) == before and listing(out.parent) == ["cifar10", "features"]
 
 
-def test_imagenet_weights_offline_keep_previous_features(params, tmp_path, monkeypatch):
+def test_imagenet_weights_offline_keep_previous_features(params, tmp_path, no_imagenet_weights):
     from stages import features
     params, data, out, before = features_workdir(tmp_path, params)
     params["weights"] = "imagenet"
-    with socket.socket() as s:  # every request goes to a closed loopback port; an empty Keras cache
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(StageError, match=r"could not get ImageNet weights for mobilenetv2 .*set `weights: none`"):
         features.main(params, data_dir=data, out_dir=out)
     assert snapshot(out) == before and leftovers(out.parent) == []
+    assert [path.split("_weights")[0] for path, _ in no_imagenet_weights.server.log] == ["/mobilenet_v2"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Keras lists every layer it could not load

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SESSION_ENV
 
 # A stage run as DVC runs it, with the file system refusing the final rename the
 # way a read-only mount does (the tests run as root, for whom chmod is no barrier).
@@ -30,7 +30,7 @@ def test_unwritable_output_location_is_one_line(tmp_path, params, err):
     params["cifar10"].update(urls=[str(tmp_path / "c.tar.gz")], checksum=None, size_bytes=None)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run([sys.executable, "-c", READ_ONLY_STAGE.format(err=err, stage="download_cifar10")],
-                            cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                            cwd=tmp_path, env={**SESSION_ENV, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -43,7 +43,7 @@ def test_unwritable_output_location_is_one_line(tmp_path, params, err):
 def test_a_bug_keeps_its_traceback(tmp_path):
     script = "from core.cli import run\nrun(lambda params: {}['no such key'])\n"
     (tmp_path / "params.yaml").write_text("seed: 1\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**SESSION_ENV, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'no such key'" in result.stderr
 

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from builders import add_bytes, cifar10_binary, class_folders, png_bytes, tar_directory
-from conftest import ROOT, sha256
+from conftest import ROOT, SESSION_ENV, sha256
 from core import StageError
 from core.io import load_npz
 from stages import download_cifar10
@@ -116,7 +116,7 @@ def test_cli_reports_one_line_and_exits_nonzero(tmp_path, params):
     params["cifar10"].update(urls=[str(tmp_path / "missing.tar.gz")], checksum=None)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run([sys.executable, "-m", "stages.download_cifar10"], cwd=tmp_path, capture_output=True,
-                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                            text=True, env={**SESSION_ENV, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: could not get a verified copy from any source: {tmp_path}/missing.tar.gz: no such file; check "

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, run_cmd
-from core import metrics, models, profiling
+from core import hardware, metrics, models, profiling
 from core.data import CIFAR10_CLASSES
 from core.io import load_npz, save_npz, write_json
 from stages import corrupt_cifar10, evaluate, profile
@@ -295,7 +295,7 @@ print(profiling.peak_rss_mb())
 
 
 @pytest.mark.slow  # a fresh process: imports TensorFlow and profiles
-def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir):
+def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir, machine_plan):
     """peak_rss_mb is what a user's process needs: import, load, inference. The FLOPs
     count freezes the graph (a second copy of the weights); here it also allocates
     1.5 GB, which must not show in peak_rss_mb. In a fresh process: the high-water
@@ -309,7 +309,8 @@ def test_peak_memory_is_load_and_inference_not_the_flops_count(workdir):
     assert m["rss_after_load_mb"] <= m["peak_rss_mb"] < m["rss_after_load_mb"] + 750
     assert peak_at_exit_mb > m["peak_rss_mb"] + 750  # the allocation did happen, after the reading
     conditions = json.loads(open("metrics/conditions/profile.json").read())
-    assert conditions["op_determinism"] is True and conditions["dtype_policy"] == "float32"
+    assert conditions["op_determinism"] is True
+    assert conditions["dtype_policy"] == hardware.global_policy(machine_plan)
     assert conditions["keras"] == keras.__version__ and conditions["tensorflow"] == tf.__version__
 
 

@@ -1,5 +1,4 @@
 """The registry and the two-phase recipe, on tiny random data at 32 px."""
-import socket
 
 import keras
 import numpy as np
@@ -187,15 +186,11 @@ def test_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
         models.build_backbone("efficientnetb0", 32, "imagenet21k")
 
 
-def test_imagenet_weights_offline_fail_at_once_with_the_fix(tmp_path, monkeypatch):
-    # No network: every request goes to a closed loopback port; an empty Keras cache.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+def test_imagenet_weights_offline_fail_at_once_with_the_fix(no_imagenet_weights):
     with pytest.raises(StageError, match=r"could not get ImageNet weights for resnet50v2 .*set `weights: none`"):
         models.build_backbone("resnet50v2", 32, "imagenet")
+    requested = [path for path, _ in no_imagenet_weights.server.log]
+    assert requested == ["/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"]
 
 
 @pytest.mark.parametrize("gpus, strategy, mixed, threads", [

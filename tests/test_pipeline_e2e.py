@@ -83,6 +83,7 @@ def tiny_pipeline_params(project, tmp_path, **top):
     t["batch_size"] = 8
     for phase in ("frozen", "fine_tune", "scratch"):
         t[phase]["epochs"] = 1
+    t["scratch"]["precision"] = "float32"  # `auto` is bfloat16 on some CPUs only (tests/conftest.py's params)
     params["profile"].update(warmup_runs=1, latency_runs=20, batch_size=2, throughput_runs=3, tflite=[],
                              tflite_eval_images=10)  # the minimum of each (core.params.NUMBERS)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -90,7 +91,7 @@ def tiny_pipeline_params(project, tmp_path, **top):
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
 
 
-def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, standin_dir):
+def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, standin_dir, no_imagenet_weights):
     """`weights: imagenet` (params.yaml's default) through `dvc exp run`, for each pretrained backbone,
     at 96 px so the 32 px images are resized inside the model. Keras' own download-and-load code runs in
     the stage processes, on stand-in files (tests/standin_weights.py: the fetch is the only thing replaced)."""
@@ -115,9 +116,12 @@ def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, st
         if name == "mobilenetv2":  # the export takes the same raw images and computes the same function
             assert profile["tflite_fp32_accuracy"] == pytest.approx(profile["keras_accuracy_on_eval_images"])
         assert "uint8 (32, 32, 3)" in conditions["profile"]["input"]
-    # Without the stand-ins the same run stops at once with the fix, and no traceback.
-    failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False)
+    # Without the stand-ins (and offline) the same run stops at once with the fix, and no traceback.
+    failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False,
+                 env=no_imagenet_weights.env)
     assert failed.returncode != 0 and "could not get ImageNet weights for densenet121" in failed.stderr
+    assert [path for path, _ in no_imagenet_weights.server.log] == [
+        "/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"]
 
 
 def test_dvc_exp_run_switches_the_backbone(project, tmp_path):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import StageError
+from core import StageError, hardware
 from core.io import load_npz, save_npz, write_json
 from core.models import REGISTRY
 from stages import features, resolve_params, train
@@ -37,14 +37,14 @@ def workdir(tmp_path, monkeypatch, params):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_entry_builds_and_trains(workdir, name):
+def test_every_entry_builds_and_trains(workdir, name, machine_plan):
     workdir["model"] = name
     features.main(workdir)
     train.main(workdir)
     info = json.loads(open("data/features/info.json").read())
     metrics = json.loads(open("metrics/train.json").read())
     conditions = json.loads(open("metrics/conditions/train.json").read())
-    assert conditions["model"] == info["model"] == name and conditions["hardware"]["gpus"] == 0
+    assert conditions["model"] == info["model"] == name and conditions["hardware"] == machine_plan
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # figures only: conditions are beside them
     if REGISTRY[name].two_phase:
         assert load_npz("data/features/train.npz")["x"].shape[0] == 40
@@ -63,6 +63,20 @@ def test_every_entry_builds_and_trains(workdir, name):
     assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     steps = open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()
     assert len(steps) == 1 + (2 if REGISTRY[name].two_phase else 1)  # header + one row per epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_recorded_compute_dtype_is_the_one_asked_for_on_this_machine(workdir, machine_plan, precision):
+    """From scratch, train computes in what core.hardware picks for this machine's plan and the setting
+    (`auto`: bfloat16 only on a CPU that has it natively), and says so in its conditions."""
+    workdir["model"] = "basecnn"
+    workdir["train"]["scratch"]["precision"] = precision
+    features.main(workdir)
+    train.main(workdir)
+    conditions = json.loads(open("metrics/conditions/train.json").read())
+    assert conditions["hardware"] == machine_plan
+    assert conditions["compute_dtype"] == hardware.compute_policy(precision, machine_plan)
 
 
 @pytest.mark.slow
