@@ -30,8 +30,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
-# Hypothesis: no deadline anywhere (a loaded machine is slow, not wrong). On CI (CI is set, as .ci/run's
-# caller sets it) the examples are derandomized and no example database is kept: a red run is the code's,
+# Hypothesis: no deadline anywhere (a loaded machine is slow, not wrong). On CI (CI is set, as .ci/run
+# sets it) the examples are derandomized and no example database is kept: a red run is the code's,
 # not the draw's, and the next run draws the same; elsewhere each run draws new examples.
 settings.register_profile("dev", settings.get_profile("default"), deadline=None)
 settings.register_profile("ci", settings.get_profile("default"), derandomize=True, deadline=None, database=None,
