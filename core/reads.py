@@ -57,11 +57,13 @@ def resolve_checked(params, stage):
         entry(get(params, "model"))  # a model not in the registry is refused by the first stage that reads it
     out, checked = {}, {}
     for key in keys:
-        checked.update(check_section(params, key))
         *parents, leaf = key.split(".")
         node = out
-        for i, part in enumerate(parents):  # a misspelt neighbour (train.bath_size) is refused too
+        # Parents first: a misspelt key (train.batch_sise) is named with the key it probably meant, rather than
+        # reported as the other one missing; a misspelt neighbour of a key read is refused too.
+        for i, part in enumerate(parents):
             known_keys(params, ".".join(parents[:i + 1]), KEYS[".".join(parents[:i + 1])])
             node = node.setdefault(part, {})
+        checked.update(check_section(params, key))
         node[leaf] = copy.deepcopy(get(params, key))
     return out, checked

@@ -172,3 +172,16 @@ def test_a_process_that_dies_inside_the_block_still_shows_what_it_printed(tmp_pa
                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "1"})
     assert out.returncode == -signal.SIGABRT
     assert out.stderr.splitlines() == [NO_AVX]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("given, level", [(None, "1"), ("3", "3"), ("0", "0")])
+def test_tensorflow_log_level_defaults_to_1_and_a_users_level_is_kept(given, level):
+    """core.runtime turns TensorFlow's INFO lines off unless the user chose a level, which it keeps."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | {"PYTHONPATH": str(ROOT)}
+    if given is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, core.runtime; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == level

@@ -1,12 +1,14 @@
 """Which params each stage reads (core.reads): the resolved params of a stage hold exactly the keys its
 work reads for the selected model, and resolve_params writes the same bytes when only other keys change."""
 import copy
+import re
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
+from core import StageError
 from core.params import ParamError
 from core.reads import READS, RESOLVED, reads, resolve
 from core.registry import REGISTRY
@@ -91,3 +93,22 @@ def test_reading_params_imports_no_tensorflow():
     """resolve_params runs in a second: the registry and the params checks import no TensorFlow."""
     code = "import sys, stages.resolve_params; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.parametrize("stage, key, meant", [
+    ("features", "features.batch_sise", "features.batch_size"),
+    ("train", "train.batch_sise", "train.batch_size"),
+    ("evaluate", "evaluate.batch_sise", "evaluate.batch_size"),
+    ("profile", "profile.latency_run", "profile.latency_runs"),
+])
+def test_a_misspelt_key_stops_each_model_stage_before_any_work(params, tmp_path, monkeypatch, stage, key, meant):
+    """Every model stage refuses a key it does not know, naming the key it probably meant, before it reads a
+    file (the working directory holds none)."""
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    params["model"] = "mobilenetv2"  # basecnn reads no features.* (core.reads), so nothing there is checked for it
+    section, name = key.split(".")
+    params[section][name] = params[section].pop(meant.split(".")[1])
+    with pytest.raises(StageError, match=rf"unknown key `{re.escape(key)}`; did you mean `{re.escape(meant)}`\?"):
+        importlib.import_module(f"stages.{stage}").main(params)
+    assert list(tmp_path.iterdir()) == []

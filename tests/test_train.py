@@ -293,3 +293,21 @@ def test_label_smoothing_loss_is_keras_categorical_on_one_hot_labels():
     # Keras re-creates it from its config, as clone_model (models.for_deployment) and load_model do.
     again = keras.losses.deserialize(keras.losses.serialize(SmoothedSparseCrossentropy(10, 0.1)))
     assert (again.n_classes, again.label_smoothing) == (10, 0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_flip_tta_through_train_ships_both_views_or_one(workdir, flip_tta):
+    """train.scratch.flip_tta decides what ships: with it, the model averages each image and its mirror, so a
+    mirrored image gets the same probabilities; without it, one view, and no single-view figure beside it."""
+    workdir["model"] = "basecnn"
+    workdir["train"]["scratch"]["flip_tta"] = flip_tta
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert json.loads(open("metrics/conditions/train.json").read())["flip_tta"] is flip_tta
+    assert ("val_accuracy_single_view" in metrics) is flip_tta
+    model = keras.models.load_model("models/model.keras")
+    x = load_npz("data/cifar10/val.npz")["x"]
+    same = np.allclose(model.predict(x, verbose=0), model.predict(x[:, :, ::-1], verbose=0), atol=1e-5)
+    assert same is flip_tta
