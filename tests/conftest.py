@@ -49,11 +49,13 @@ class ArchiveServer:
 
     `files[path] = bytes` serves a file; `cut[path] = n` makes the next request
     for `path` send its full Content-Length but close after n bytes (a cut
-    connection); every request is logged as (path, Range header).
+    connection); a path in `unannounced` is sent without a Content-Length (the
+    end of the body is the end of the connection); every request is logged as
+    (path, Range header).
     """
 
     def __init__(self):
-        self.files, self.cut, self.log = {}, {}, []
+        self.files, self.cut, self.unannounced, self.log = {}, {}, set(), []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,7 +77,8 @@ class ArchiveServer:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                if self.path not in server.unannounced:  # HTTP/1.0: the connection closes after the body
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 cut = server.cut.pop(self.path, None)
                 self.wfile.write(body[:cut] if cut is not None else body)
