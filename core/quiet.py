@@ -10,8 +10,9 @@ known noise, so a line nobody listed, a real warning or error, still shows.
 
 If the process dies inside a block (TensorFlow aborts at start-up on a CPU
 without AVX: SIGABRT, or SIGILL), none of its own code runs again, yet what it
-printed on the way down is the reason; a small guardian process, started with
-the block, writes everything caught back to stderr when that happens.
+printed on the way down is the reason; for a block that asks for it
+(`guard=True`: TensorFlow's start-up), a small guardian process, started with the
+block, writes everything caught back to stderr when that happens.
 
 `TF_CPP_MIN_LOG_LEVEL=0` in the environment (TensorFlow's "log everything")
 turns both off: everything is printed as it comes, e.g. to see why TensorFlow
@@ -110,10 +111,11 @@ def _all_clear(guardian):
 
 
 @contextlib.contextmanager
-def captured(fds=(2,)):
+def captured(fds=(2,), guard=False):
     """Point file descriptors `fds` (2: stderr, 1: stdout) at one temporary file
     for the block; yields a Captured whose `text` is set on leaving it (also when
-    the block raises). Python's buffered streams are flushed on both sides, so
+    the block raises); `guard`: a guardian process shows the text if the process
+    dies inside the block. Python's buffered streams are flushed on both sides, so
     nothing written before the block is caught and nothing inside escapes it, and
     sys.stdout / sys.stderr write to the file too for the block, even where they
     were not the descriptors' own (a notebook, pytest)."""
@@ -126,7 +128,7 @@ def captured(fds=(2,)):
     streams = {fd: name for fd, name in ((1, "stdout"), (2, "stderr")) if fd in fds}
     python = {name: getattr(sys, name) for name in streams.values()}
     with tempfile.TemporaryFile() as tmp:
-        guardian = _guardian(tmp)
+        guardian = _guardian(tmp) if guard else None
         try:
             for fd in fds:
                 os.dup2(tmp.fileno(), fd)
@@ -166,12 +168,12 @@ def without_noise(lines, noise):
 
 
 @contextlib.contextmanager
-def filtered(noise, fds=(2,)):
+def filtered(noise, fds=(2,), guard=False):
     """Run the block with `fds` captured, then write every captured line that is
     not noise to stderr (also when the block raises)."""
     out = Captured()
     try:
-        with captured(fds) as out:
+        with captured(fds, guard) as out:
             yield
     finally:
         kept = without_noise(out.lines(), noise)

@@ -17,7 +17,7 @@ from core import quiet
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # INFO off; read by TensorFlow's C++ logging at import
 
-with quiet.filtered(quiet.STARTUP_NOISE):
+with quiet.filtered(quiet.STARTUP_NOISE, guard=True):  # a CPU without AVX aborts in here
     import keras
     import tensorflow as tf
     tf.config.list_physical_devices()  # the cuInit attempt, here rather than in the middle of a stage

@@ -163,13 +163,43 @@ NO_AVX = ("The TensorFlow library was compiled to use AVX instructions, but thes
           "machine.")
 
 
-@pytest.mark.parametrize("block", ["filtered(quiet.STARTUP_NOISE)", "captured((1, 2))"])
+@pytest.mark.parametrize("block", ["filtered(quiet.STARTUP_NOISE, guard=True)", "captured((1, 2), guard=True)"])
 def test_a_process_that_dies_inside_the_block_still_shows_what_it_printed(tmp_path, block):
     """The block's own clean-up never runs in a process killed by SIGABRT (or SIGILL): the line that says why
     must reach the parent's stderr all the same."""
     import signal
     out = subprocess.run([sys.executable, "-c", ABORT_CHILD.format(block=block, line=NO_AVX)], capture_output=True,
                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "1"})
+    assert out.returncode == -signal.SIGABRT
+    assert out.stderr.splitlines() == [NO_AVX]
+
+
+def test_only_a_guarded_block_starts_a_guardian(monkeypatch):
+    """A guardian is a Python start-up per block: TensorFlow's import has one, the blocks around each TFLite
+    conversion and interpreter (which cannot abort the process at start-up) do not."""
+    from core import quiet
+    started = []
+    monkeypatch.setattr(quiet, "_guardian", lambda caught: started.append(caught) or None)
+    with quiet.filtered(quiet.XNNPACK_INFO):
+        pass
+    with quiet.captured((1, 2)):
+        pass
+    assert started == []
+    with quiet.captured((1, 2), guard=True):
+        pass
+    assert len(started) == 1
+
+
+def test_tensorflow_aborting_at_import_shows_why(tmp_path):
+    """core.runtime's import block is the guarded one: a Keras/TensorFlow that aborts while importing (a
+    stand-in package that prints TensorFlow's no-AVX line and aborts) still shows its line."""
+    import signal
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras/__init__.py").write_text(f"import os\nos.write(2, {(NO_AVX + chr(10)).encode()!r})\nos.abort()\n")
+    child = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); import core.runtime"
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "TF_CPP_MIN_LOG_LEVEL": "1"},
+                         timeout=60)
     assert out.returncode == -signal.SIGABRT
     assert out.stderr.splitlines() == [NO_AVX]
 
