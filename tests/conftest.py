@@ -145,9 +145,11 @@ def params(tmp_path):
 
 def run_cmd(args, cwd, check=True, env=None):
     """Run a command with this interpreter's environment first on PATH (so DVC
-    stages' `python` is the one running the tests); `env` adds variables."""
+    stages' `python` is the one running the tests); `env` adds variables (a
+    None value removes one)."""
     import subprocess
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: a variable removed
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode:
         raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -157,18 +159,23 @@ def run_cmd(args, cwd, check=True, env=None):
 @pytest.fixture
 def project(tmp_path):
     """A temporary git + DVC repo holding a copy of the project's pipeline."""
-    import shutil
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("core", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    run_cmd(["git", "init", "-q"], repo)
-    run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
-    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # dvc.yaml's custom plot templates
-    return repo
+    from tiny_repo import make_project
+    return make_project(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def readme_route(tmp_path_factory):
+    """README's route on tiny data, run once for the session (tests/tiny_repo.py): read-only for the tests
+    that use it; a test that runs more takes `route_copy`."""
+    from tiny_repo import readme_route
+    return readme_route(tmp_path_factory.mktemp("readme-route"))
+
+
+@pytest.fixture
+def route_copy(readme_route, tmp_path):
+    """A copy of readme_route's repo, after both README experiments (basecnn, mobilenetv2), for this test."""
+    from tiny_repo import copy_repo
+    return copy_repo(readme_route.repo, tmp_path / "repo")
 
 
 STANDIN_SIZE = 96  # px: the default image_size, and one MobileNetV2 has ImageNet weights for

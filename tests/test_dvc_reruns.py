@@ -1,12 +1,13 @@
 """DVC reruns only what changed, in a temporary git + DVC repo on tiny data, for basecnn and a pretrained
-backbone (mobilenetv2 at 32 px from random weights):
+backbone (mobilenetv2 at 32 px from random weights). The repo is a copy of README's route
+(tests/tiny_repo.py), whose two experiments already computed every stage for both models:
 
-(a) every stage forced to run again (`dvc repro -f -s <stage>`) leaves `dvc status` clean and its outputs'
-    hashes unchanged (but the measurement records: timings, machine);
+(a) every stage forced to run again (`dvc repro -f`) leaves `dvc status` clean and its outputs' hashes
+    unchanged (but the measurement records: timings, machine);
 (b) for every params key (listed from core.params, so a new key is covered without editing this test),
     changing it makes DVC rerun exactly the stages whose work reads it for that model (core.reads.READS);
 (c) the same dataset under another path reruns the download and nothing after it;
-(d) params changed and changed back restore every stage from DVC's run cache, nothing recomputed.
+(d) params changed and changed back restore each stage from DVC's run cache, nothing recomputed.
 
 (b) runs the stages without TensorFlow (resolve_params, which writes what features and train read) and
 asks DVC which stages are out of date: running every model stage for each of ~80 keys and two models
@@ -27,7 +28,7 @@ import yaml
 from core.params import CHOICES, FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS
 from core.params import load as load_params
 from core.reads import READS, reads
-from test_pipeline_e2e import dvc, tiny_pipeline_params
+from tiny_repo import dvc
 
 pytestmark = pytest.mark.e2e
 
@@ -139,27 +140,41 @@ def out_of_date(repo, params, keys, monkeypatch):
     return found
 
 
-def forced_reruns_change_nothing(repo, stages):
+def forced_reruns_change_nothing(repo, args, stages):
+    """`dvc repro -f <args>` runs `stages` again; nothing is stale after it and every output but the
+    measurement records has the bytes it had."""
     before = out_hashes(repo)
-    for stage in stages:
-        assert ran(repro(repo, "-f", "-s", stage))[0] == {stage}
-        assert "Data and pipelines are up to date." in dvc(repo, "status").stdout, stage
+    assert ran(repro(repo, "-f", *args))[0] == set(stages)
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
     after = out_hashes(repo)
     changed = sorted(path for path in before if before[path] != after[path] and not MEASURED.match(path))
     assert changed == [], f"rerun with the same inputs wrote other bytes: {changed}"
 
 
+def changed_and_back(repo, params, key, value=None):
+    """Run with `key` changed (to `value`, or another valid one), then with params again: the stages the
+    change ran or restored, and what the return ran and what it restored from the run cache."""
+    write_params(repo, with_value(params, key, changed_value(params, key) if value is None else value))
+    there = touched(repro(repo))
+    write_params(repo, params)
+    return there, ran(repro(repo))
+
+
 # DVC's own modules, called in this process by out_of_date, use pygtrie's soon-deprecated `.value`.
 @pytest.mark.filterwarnings("ignore:_NoneStep.value will soon raise AttributeError:DeprecationWarning")
-def test_dvc_reruns_only_what_changed(project, tmp_path, monkeypatch):
-    tiny_pipeline_params(project, tmp_path, model="basecnn")
+def test_dvc_reruns_only_what_changed(route_copy, tmp_path, monkeypatch):
+    project = route_copy
     stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
-    assert ran(repro(project))[0] == set(stages)
-    base = load_params(project / "params.yaml")
+    backbone = load_params(project / "params.yaml")  # README's last run: mobilenetv2
+    assert backbone["model"] == "mobilenetv2"
+    base = {**backbone, "model": "basecnn"}
     model_stages = [s for s in stages if "model" in reads(base, s)]
+    # (d) README ran both models: back to basecnn, every model stage comes from the run cache.
+    write_params(project, base)
+    assert ran(repro(project)) == (set(), set(model_stages))
 
     # (a) basecnn: every stage forced again, byte-identical.
-    forced_reruns_change_nothing(project, stages)
+    forced_reruns_change_nothing(project, [], stages)
     # (b) every key, basecnn.
     keys = every_key(base)
     assert {k for k, _ in leaves(base)} <= set(keys)
@@ -167,30 +182,30 @@ def test_dvc_reruns_only_what_changed(project, tmp_path, monkeypatch):
         assert found == readers(base, key), key
     # For real: a head param or image_size for basecnn reruns resolve_params only (restored from the run
     # cache, as the check above ran it); a download setting reruns the data stages, which write the same
-    # bytes, and nothing after them.
+    # bytes, and nothing after them; (d) changed back, each comes from the run cache.
     for key in ("train.head.units", "image_size", "features.batch_size"):
-        write_params(project, with_value(base, key, changed_value(base, key)))
-        assert touched(repro(project)) == {"resolve_params"}, key
-        write_params(project, base)
-        assert touched(repro(project)) == {"resolve_params"}, key
-    write_params(project, with_value(base, "fetch.timeout_s", 7))
-    assert touched(repro(project)) == {"download_cifar10", "sample_cinic10"}
+        assert changed_and_back(project, base, key) == ({"resolve_params"}, (set(), {"resolve_params"})), key
+    data_stages = {"download_cifar10", "sample_cinic10"}
+    assert changed_and_back(project, base, "fetch.timeout_s", 7) == (data_stages, (set(), data_stages))
+    assert changed_and_back(project, base, "corruptions.names", ["pixelate"]) == (
+        {"corrupt_cifar10", "evaluate"}, (set(), {"corrupt_cifar10", "evaluate"}))
     # (c) the same images under another path: the download reruns, nothing after it.
-    shutil.copytree(tmp_path / "images", tmp_path / "copy")
+    shutil.copytree(base["cifar10"]["urls"][0], tmp_path / "copy")
     write_params(project, with_value(base, "cifar10.urls", [str(tmp_path / "copy")]))
     assert ran(repro(project))[0] == {"download_cifar10"}
-    # (d) seed changed and back: every stage reruns, then every stage comes from the run cache.
-    write_params(project, with_value(base, "seed", 7))
-    assert ran(repro(project))[0] == set(stages)
     write_params(project, base)
-    assert ran(repro(project)) == (set(), set(stages))
+    assert ran(repro(project)) == (set(), {"download_cifar10"})
 
-    # The same for a pretrained backbone, on the same data.
-    backbone = {**base, "model": "mobilenetv2"}
+    # The same for the pretrained backbone, on the same data: its stages come from README's run.
     write_params(project, backbone)
-    assert touched(repro(project)) == set(model_stages)  # resolve_params from the run cache: (b) ran it
-    forced_reruns_change_nothing(project, model_stages)
-    for key, found in out_of_date(project, backbone, keys, monkeypatch).items():
+    assert ran(repro(project)) == (set(), set(model_stages))
+    forced_reruns_change_nothing(project, ["--downstream", "resolve_params"], model_stages)
+    # Which stages a key reaches differs by model only through resolve_params, which writes, per model, what
+    # features and train read; every other key reaches the stages whose dvc.yaml `params` name it, whatever
+    # the model, as (b) found for basecnn.
+    resolved = [k for k in keys if "resolve_params" in readers(backbone, k)]
+    assert all(readers(backbone, k) == readers(base, k) for k in keys if k not in resolved)
+    for key, found in out_of_date(project, backbone, resolved, monkeypatch).items():
         assert found == readers(backbone, key), key
     write_params(project, with_value(backbone, "train.head.units", 8))
     assert touched(repro(project)) == {"resolve_params", "train", "evaluate", "profile"}

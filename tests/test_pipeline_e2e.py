@@ -1,31 +1,17 @@
 """The data stages through DVC itself, in a temporary git + DVC repo, against
 archives served from a loopback HTTP server."""
 import json
-import sys
+import re
 
 import pytest
 import yaml
 
 from builders import cifar10_binary, cinic10
-from conftest import run_cmd, sha256
+from conftest import sha256
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
+from tiny_repo import USER_LEVEL, dvc, saved_model_accuracy
 
 pytestmark = pytest.mark.e2e
-
-
-def dvc(repo, *args, check=True, env=None):
-    return run_cmd([sys.executable, "-m", "dvc", *args], repo, check=check, env=env)
-
-
-def saved_model_accuracy(project):
-    """The accuracy the run's saved model gives on the run's test split, computed here, apart from evaluate."""
-    import numpy as np
-
-    from core.contracts import load_model
-    from core.io import load_npz
-    test = load_npz(project / "data/cifar10/test.npz")
-    model = load_model(project / "models/model.keras")
-    return float(np.mean(model.predict(test["x"], verbose=0).argmax(axis=1) == test["y"]))
 
 
 def test_dvc_repro_data_stages(project, server, tmp_path):
@@ -65,94 +51,89 @@ def test_dvc_repro_fails_cleanly_on_bad_checksum(project, server, tmp_path):
     assert not (project / "data/cifar10").exists()
 
 
-def tiny_pipeline_params(project, tmp_path, **top):
-    """params.yaml of the temporary repo: a tiny class-folder dataset, one epoch, 32 px, no downloads,
-    two corruptions of one image per class, the shortest profile params allow and no TFLite export
-    (`-S profile.tflite=[fp32]` where a test checks one); `top` overrides top-level keys (model, weights,
-    image_size)."""
-    from builders import class_folders
-    class_folders(tmp_path / "images", classes=("cat", "dog", "ship"), per_class=(8, 4))
-    params = load_params(project / "params.yaml")
-    params.update({"weights": "none", "image_size": 32, **top})
-    params["cifar10"].update(format="folders", urls=[str(tmp_path / "images")], checksum=None, size_bytes=None,
-                             val_fraction=0.25)
-    params["cinic10"]["urls"] = "none"
-    # Every model predicts each corrupted image at 5 severities: 450 images at 96 px took DenseNet121 ~40 s.
-    params["corruptions"].update(per_class=1, names=["gaussian_noise", "pixelate"])
-    t = params["train"]
-    t["batch_size"] = 8
-    for phase in ("frozen", "fine_tune", "scratch"):
-        t[phase]["epochs"] = 1
-    t["scratch"]["precision"] = "float32"  # `auto` is bfloat16 on some CPUs only (tests/conftest.py's params)
-    params["profile"].update(warmup_runs=1, latency_runs=20, batch_size=2, throughput_runs=3, tflite=[],
-                             tflite_eval_images=10)  # the minimum of each (core.params.NUMBERS)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run_cmd(["git", "add", "-A"], project)
-    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
+def stage_output_is_clean(said):
+    """What the stages printed, as a user sees it by default: no line says error, no TensorFlow internals
+    (a conversion listing, a traced spec, an optimizer warning, absl or CUDA start-up lines)."""
+    said = said.replace("\r", "\n")
+    assert [line for line in said.splitlines() if re.search("error", line, re.I)] == []
+    for noise in ("TensorSpec", "Saved artifact", "Skipping variable loading", "cuInit", "absl::", "NodeDef"):
+        assert noise not in said, noise
 
 
-def test_default_route_imagenet_weights_for_every_backbone(project, tmp_path, standin_dir, no_imagenet_weights):
-    """`weights: imagenet` (params.yaml's default) through `dvc exp run`, for each pretrained backbone,
-    at 96 px so the 32 px images are resized inside the model. Keras' own download-and-load code runs in
-    the stage processes, on stand-in files (tests/standin_weights.py: the fetch is the only thing replaced)."""
-    from core.models import REGISTRY
+def test_default_route_imagenet_weights_through_dvc(route_copy, tmp_path, standin_dir, no_imagenet_weights):
+    """`weights: imagenet` (params.yaml's default) through `dvc exp run`, Keras' own download-and-load code
+    running in the stage processes on stand-in files (tests/standin_weights.py: the fetch is the only thing
+    replaced): EfficientNetB0, whose ImageNet file carries part of its architecture (the input
+    normalization's statistics), at 96 px so the 32 px images are resized inside the model, with a TFLite
+    export. tests/test_train.py runs every pretrained entry on the stand-ins in-process."""
     from standin_weights import subprocess_env
-    tiny_pipeline_params(project, tmp_path, weights="imagenet", image_size=96)
-    env = subprocess_env(standin_dir, tmp_path / "site")
-    for name in (n for n, e in REGISTRY.items() if e.two_phase):
-        # One TFLite conversion (~30 s for the big ones); every run sets it, as the workspace keeps the last -S.
-        exports = "[fp32]" if name == "mobilenetv2" else "[]"
-        out = dvc(project, "exp", "run", "-n", name, "-S", f"model={name}", "-S", f"profile.tflite={exports}", env=env)
-        assert "could not get ImageNet weights" not in out.stderr
-        train = json.loads((project / "metrics/train.json").read_text())
-        conditions = {stage: json.loads((project / f"metrics/conditions/{stage}.json").read_text())
-                      for stage in ("train", "profile")}
-        assert [conditions["train"][k] for k in ("model", "weights", "image_size")] == [name, "imagenet", 96]
-        assert train["frozen_epochs"] == train["fine_tune_epochs"] == 1
-        evaluate = json.loads((project / "metrics/evaluate.json").read_text())
-        profile = json.loads((project / "metrics/profile.json").read_text())
-        assert evaluate["test"]["accuracy"] == pytest.approx(saved_model_accuracy(project), abs=1e-6), name
-        assert conditions["profile"]["image_size"] == 96
-        if name == "mobilenetv2":  # the export takes the same raw images and computes the same function
-            assert profile["tflite_fp32_accuracy"] == pytest.approx(profile["keras_accuracy_on_eval_images"])
-        assert "uint8 (32, 32, 3)" in conditions["profile"]["input"]
+    project = route_copy
+    env = {**subprocess_env(standin_dir, tmp_path / "site"), **USER_LEVEL}
+    out = dvc(project, "exp", "run", "-n", "efficientnetb0", "-S", "model=efficientnetb0", "-S", "weights=imagenet",
+              "-S", "image_size=96", "-S", "profile.tflite=[fp32]", env=env)
+    # The data stages come from README's runs; every model stage runs.
+    assert set(re.findall(r"Running stage '(\w+)'", out.stdout)) == {
+        "resolve_params", "features", "train", "evaluate", "profile"}
+    assert "could not get ImageNet weights" not in out.stderr
+    said = out.stdout + out.stderr
+    stage_output_is_clean(said)
+    assert "val accuracy" in said and "- val_loss: " in said  # train's epoch line
+    assert "tflite fp32 latency" in said and "batch-1 p50" in said
+    train = json.loads((project / "metrics/train.json").read_text())
+    conditions = {stage: json.loads((project / f"metrics/conditions/{stage}.json").read_text())
+                  for stage in ("train", "profile")}
+    assert [conditions["train"][k] for k in ("model", "weights", "image_size")] == ["efficientnetb0", "imagenet", 96]
+    assert train["frozen_epochs"] == train["fine_tune_epochs"] == 1
+    evaluate = json.loads((project / "metrics/evaluate.json").read_text())
+    profile = json.loads((project / "metrics/profile.json").read_text())
+    assert evaluate["test"]["accuracy"] == pytest.approx(
+        saved_model_accuracy(project / "models/model.keras", project / "data/cifar10/test.npz"), abs=1e-6)
+    assert conditions["profile"]["image_size"] == 96
+    # The export takes the same raw images and computes the same function.
+    assert profile["tflite_fp32_accuracy"] == pytest.approx(profile["keras_accuracy_on_eval_images"])
+    assert (project / "models/tflite/model_fp32.tflite").stat().st_size > 0
+    assert "uint8 (32, 32, 3)" in conditions["profile"]["input"]
     # Without the stand-ins (and offline) the same run stops at once with the fix, and no traceback.
-    failed = dvc(project, "exp", "run", "-S", "model=densenet121", "-S", "seed=7", check=False,
-                 env=no_imagenet_weights.env)
+    failed = dvc(project, "exp", "run", "-S", "model=densenet121", check=False, env=no_imagenet_weights.env)
     assert failed.returncode != 0 and "could not get ImageNet weights for densenet121" in failed.stderr
+    assert "Traceback" not in failed.stderr
     assert [path for path, _ in no_imagenet_weights.server.log] == [
         "/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"]
 
 
-def test_dvc_exp_run_switches_the_backbone(project, tmp_path):
-    tiny_pipeline_params(project, tmp_path)
-    first = dvc(project, "exp", "run", "-n", "base")
+def test_dvc_exp_run_switches_the_backbone(readme_route):
+    """README's route (tests/tiny_repo.py): `dvc exp run` trains basecnn in the workspace, then
+    `-S model=mobilenetv2` reruns only the model stages, each run scored on the model DVC kept."""
+    project, first, kept = readme_route.repo, readme_route.first, readme_route.after_first
+    assert first.returncode == 0, first.stdout + first.stderr
     assert "Running stage 'train'" in first.stdout
+    stage_output_is_clean(first.stdout + first.stderr)
+    assert "val accuracy" in first.stdout + first.stderr and "batch-1 p50" in first.stdout + first.stderr
     # Every output directory holds a file (models/tflite an info.json, as profile.tflite is []): no DVC warning.
     assert "is empty" not in first.stdout + first.stderr
-    assert json.loads((project / "models/tflite/info.json").read_text())["exports"] == {}
-    metrics = json.loads((project / "metrics/train.json").read_text())
-    assert metrics["scratch_epochs"] == 1
-    assert json.loads((project / "metrics/conditions/train.json").read_text())["model"] == "basecnn"
-    accuracy = json.loads((project / "metrics/evaluate.json").read_text())["test"]["accuracy"]
-    assert accuracy == pytest.approx(saved_model_accuracy(project), abs=1e-6)  # the model DVC kept is the one scored
-    assert (project / "plots/train/plots/metrics/eval/accuracy.tsv").exists()
+    assert json.loads((kept / "models/tflite/info.json").read_text())["exports"] == {}
+    assert json.loads((kept / "metrics/train.json").read_text())["scratch_epochs"] == 1
+    assert json.loads((kept / "metrics/conditions/train.json").read_text())["model"] == "basecnn"
+    accuracy = json.loads((kept / "metrics/evaluate.json").read_text())["test"]["accuracy"]
+    test_split = project / "data/cifar10/test.npz"
+    assert accuracy == pytest.approx(saved_model_accuracy(kept / "models/model.keras", test_split), abs=1e-6)
+    assert (kept / "plots/train/plots/metrics/eval/accuracy.tsv").exists()
 
-    second = dvc(project, "exp", "run", "-n", "mnv2", "-S", "model=mobilenetv2").stdout
-    assert "Stage 'download_cifar10' didn't change, skipping" in second
-    assert "Running stage 'features'" in second and "Running stage 'train'" in second
+    second = readme_route.out["dvc exp run -n mobilenetv2 -S model=mobilenetv2"]
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Stage 'download_cifar10' didn't change, skipping" in second.stdout
+    assert "Running stage 'features'" in second.stdout and "Running stage 'train'" in second.stdout
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1
     assert json.loads((project / "metrics/conditions/train.json").read_text())["model"] == "mobilenetv2"
+    accuracy = json.loads((project / "metrics/evaluate.json").read_text())["test"]["accuracy"]
+    assert accuracy == pytest.approx(saved_model_accuracy(project / "models/model.keras", test_split), abs=1e-6)
     # Both phases on one DVCLive step axis.
     assert (project / "plots/train/plots/metrics/eval/accuracy.tsv").read_text().count("\n") == 3
 
-    # A head-only change trains again without running the backbone over the data.
-    third = dvc(project, "exp", "run", "-n", "head", "-S", "model=mobilenetv2", "-S", "train.head.units=32").stdout
-    assert "Stage 'features' didn't change, skipping" in third and "Running stage 'train'" in third
-
-    # dvc.lock matches the workspace after a run: nothing is stale.
+    # dvc.lock matches the workspace after README's commands (the corruptions stage run by hand among
+    # them wrote the same bytes): nothing is stale.
     assert "up to date" in dvc(project, "status").stdout
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
     names = {exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])}
-    assert {"base", "mnv2", "head"} <= names, names
+    assert {"basecnn", "mobilenetv2"} <= names, names

@@ -2,7 +2,6 @@
 Each case runs in a child process that writes with os.write, as C++ code does (below sys.stderr)."""
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -95,41 +94,6 @@ def test_captured_takes_both_descriptors_in_order_and_lets_nothing_through():
     before, lines = out.stderr.split("|")
     assert before == "err before, unflushed"  # written before the block: not caught
     assert json.loads(lines) == ["python stdout", "C stdout", "python stderr", "C stderr"]
-
-
-@pytest.mark.slow  # three stage processes (features, train, profile with one TFLite export): ~20 s on 2 cores
-def test_tf_stages_print_no_error_on_a_cpu_machine(tmp_path, params):
-    """The stages as DVC runs them, on tiny data: their whole output (both streams) has no line with
-    "error" in it, no TFLite conversion listing and no optimizer warning, and still its progress lines."""
-    import numpy as np
-    import yaml
-    from core.io import save_npz, write_json
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 30), ("val", 10), ("test", 10)):
-        save_npz(tmp_path / f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                 y=(np.arange(n) % 10).astype(np.uint8))
-    write_json(tmp_path / "data/cifar10/info.json", {"classes": [f"c{i}" for i in range(10)],
-                                                     "image_shape": [32, 32, 3]})
-    params.update(model="basecnn", weights="none", image_size=32)
-    params["train"].update(batch_size=16)
-    params["train"]["scratch"]["epochs"] = 1
-    params["profile"].update(warmup_runs=1, latency_runs=20, batch_size=2, throughput_runs=3, tflite=["fp32"],
-                             tflite_eval_images=10)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | {"PYTHONPATH": str(ROOT)}
-    output = {}
-    for stage in ("resolve_params", "features", "train", "profile"):
-        out = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True)
-        assert out.returncode == 0, out.stderr
-        output[stage] = (out.stdout + out.stderr).replace("\r", "\n")
-    everything = "\n".join(output.values())
-    assert [line for line in everything.splitlines() if re.search("error", line, re.I)] == []
-    for noise in ("TensorSpec", "Saved artifact", "Skipping variable loading", "cuInit", "absl::", "NodeDef"):
-        assert noise not in everything
-    assert "val accuracy" in output["train"] and "- val_loss: " in output["train"]  # the epoch line
-    assert "tflite fp32 latency" in output["profile"] and "batch-1 p50" in output["profile"]
-    assert (tmp_path / "models/tflite/model_fp32.tflite").stat().st_size > 0
 
 
 LOGGER_CHILD = """

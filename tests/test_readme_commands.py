@@ -8,7 +8,6 @@ fails the fast test below, and so does a `python -m` module or a `make` target t
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +101,7 @@ def test_every_module_and_make_target_the_docs_give_exists():
     assert missing == []
 
 
-def shell_env(project):
+def shell_env():
     """A user's shell before `source .venv/bin/activate`: this interpreter's directory is not on PATH."""
     venv_bin = str(Path(sys.prefix) / "bin")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() !=
@@ -111,30 +110,27 @@ def shell_env(project):
     return {**env, "PATH": path, "COLUMNS": "200"}
 
 
-@pytest.mark.e2e
-def test_readme_commands_run_as_written(project, tmp_path):
-    from test_pipeline_e2e import dvc, tiny_pipeline_params
-    if not (Path(sys.prefix) / "bin/activate").exists():
-        pytest.skip("not running from a venv: README's `source .venv/bin/activate` has no .venv to point at")
-    (project / ".venv").symlink_to(sys.prefix)  # the .venv `make setup` made, as in the user's clone
-    # (a symlink, which the project's `.venv/` pattern, meant for a directory, does not ignore)
-    (project / ".gitignore").write_text((project / ".gitignore").read_text() + ".venv\ndvc_plots/\n")
-    shutil.copytree(ROOT / "compare", project / "compare", ignore=shutil.ignore_patterns("__pycache__"))
-    tiny_pipeline_params(project, tmp_path)
-    dvc(project, "exp", "run")  # stands in for make run-offline: an unnamed experiment in the workspace
+def alarming(said):
+    """The lines of a command's output that say error or warning (but the tiny-data-only retracing one)."""
+    return [line for line in re.split(r"[\r\n]", said) if re.search(r"error|warning", line, re.I)
+            and not TINY_DATA_ONLY.search(line)]
 
-    env = shell_env(project)
-    assert subprocess.run(["bash", "-c", "command -v dvc"], cwd=project, env=env).returncode != 0  # not yet
-    out = {}
-    for command in RUN[1:]:
-        result = subprocess.run(["bash", "-c", f"{RUN[0]}\n{command}"], cwd=project, env=env, capture_output=True,
-                                text=True)
-        out[command] = result.stdout
+
+@pytest.mark.e2e
+def test_readme_commands_run_as_written(readme_route):
+    """README's route (tests/tiny_repo.py, run once for the session): each command of RUN ran in a shell
+    that had only sourced .venv, exited 0 and said no error or warning; what it printed is what README
+    says it shows."""
+    from tiny_repo import venv_missing
+    if venv_missing():
+        pytest.skip(venv_missing())
+    project, out = readme_route.repo, readme_route.out
+    assert subprocess.run(["bash", "-c", "command -v dvc"], cwd=project, env=shell_env()).returncode != 0  # not yet
+    for command, result in out.items():
         said = result.stdout + result.stderr
         assert result.returncode == 0, (command, said)
-        alarming = [line for line in re.split(r"[\r\n]", said) if re.search(r"error|warning", line, re.I)
-                    and not TINY_DATA_ONLY.search(line)]
-        assert alarming == [], f"{command}:\n{said}"
+        assert alarming(said) == [], f"{command}:\n{said}"
+    out = {command: result.stdout for command, result in out.items()}
 
     # Naming the run just made trains nothing; the second backbone does.
     assert "Running stage" not in out[RUN[1]] and "Running stage 'train'" in out[RUN[2]]
