@@ -98,20 +98,20 @@ def score_corruptions(cifar10c_dir, infer, test_probs):
     return corrupted, report, c_data, c_probs
 
 
-def write_plots(plots_dir, sets, tables, probs, classes, corruptions, name):
+def write_plots(out_dir, sets, tables, probs, classes, corruptions, name):
+    """The plot files, into `out_dir` (the temporary directory that replaces plots/evaluate with the metrics)."""
     corrupted, c_report, c_data, c_probs = corruptions
-    with atomic_dir(plots_dir) as tmp:
-        for set_name in sets:
-            # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
-            write_text(tmp / "confusion" / f"{set_name}.csv", tables[set_name]["confusion"])
-            write_text(tmp / "per_class" / f"{set_name}.csv", tables[set_name]["per_class"])  # class accuracy = recall
-        if "cinic10" in sets:
-            cinic = sets["cinic10"]
-            misclassified_grid(tmp / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
-                               cinic["origin"])
-        if c_report:
-            robustness.write_plots(tmp, c_report, corrupted, c_data, c_probs, sets["test"]["x"],
-                                   probs["test"], classes, name)
+    for set_name in sets:
+        # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
+        write_text(out_dir / "confusion" / f"{set_name}.csv", tables[set_name]["confusion"])
+        write_text(out_dir / "per_class" / f"{set_name}.csv", tables[set_name]["per_class"])  # class accuracy = recall
+    if "cinic10" in sets:
+        cinic = sets["cinic10"]
+        misclassified_grid(out_dir / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
+                           cinic["origin"])
+    if c_report:
+        robustness.write_plots(out_dir, c_report, corrupted, c_data, c_probs, sets["test"]["x"],
+                               probs["test"], classes, name)
 
 
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
@@ -135,8 +135,11 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     else:
         conditions["corruptions"] = robustness.unavailable(corrupted)
 
-    write_plots(plots_dir, sets, tables, probs, classes, corruptions, name)
-    with atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
+    # Plots, metrics and conditions replace the previous ones together, once all are written: a run that fails
+    # leaves the previous set, consistent.
+    with atomic_dir(plots_dir) as plots_tmp, atomic_path(metrics_path) as metrics_tmp, \
+            atomic_path(conditions_path) as conditions_tmp:
+        write_plots(plots_tmp, sets, tables, probs, classes, corruptions, name)
         write_json(metrics_tmp, metrics)
         write_json(conditions_tmp, conditions)
     summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}

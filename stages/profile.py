@@ -41,21 +41,21 @@ def run_costs(model, model_path, checked):
     return result
 
 
-def tflite_exports(model, name, kinds, eval_set, checked, export_dir):
+def tflite_exports(model, name, kinds, eval_set, checked, out_dir):
     """Each TFLite variant's size, latency and accuracy on a fixed seeded subset of the test split, beside the
-    Keras model's accuracy on the same images; the exports and an info.json listing them go to export_dir."""
+    Keras model's accuracy on the same images; the exports and an info.json listing them go to `out_dir` (the
+    temporary directory that replaces models/tflite with the metrics)."""
     x_eval, y_eval = eval_set["x"], eval_set["y"]
     result = {"keras_accuracy_on_eval_images": float(np.mean(predict_images(model, x_eval, 64).argmax(1) == y_eval))}
-    with atomic_dir(export_dir) as tmp:
-        for kind in kinds:
-            for k, v in prof.tflite_report(model, kind, x_eval, y_eval, checked["profile.latency_runs"],
-                                           checked["profile.warmup_runs"], tmp).items():
-                result[f"tflite_{kind}_{k}"] = v
-        # What the directory holds, always: DVC warns about an empty output ("'models/tflite' is empty").
-        info = {"model": name, "exports": {k: f"model_{k}.tflite" for k in kinds}}
-        if not kinds:
-            info["why_empty"] = "params.yaml: `profile.tflite` is []: no TFLite export asked for"
-        write_json(tmp / "info.json", info)
+    for kind in kinds:
+        for k, v in prof.tflite_report(model, kind, x_eval, y_eval, checked["profile.latency_runs"],
+                                       checked["profile.warmup_runs"], out_dir).items():
+            result[f"tflite_{kind}_{k}"] = v
+    # What the directory holds, always: DVC warns about an empty output ("'models/tflite' is empty").
+    info = {"model": name, "exports": {k: f"model_{k}.tflite" for k in kinds}}
+    if not kinds:
+        info["why_empty"] = "params.yaml: `profile.tflite` is []: no TFLite export asked for"
+    write_json(out_dir / "info.json", info)
     return result
 
 
@@ -68,14 +68,17 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
     result = run_costs(model, model_path, checked)
     test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
     eval_set = random_subset(test, checked["profile.tflite_eval_images"], job.seed)
-    result.update(tflite_exports(model, name, kinds, eval_set, checked, export_dir))
-    conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(model),
-                  "input": f"uint8 {tuple(model.input_shape[1:])}, resized and preprocessed inside the model "
-                  "(included in every timing)", "latency_batch_size": 1,
-                  "latency_runs": checked["profile.latency_runs"], "warmup_runs": checked["profile.warmup_runs"],
-                  "throughput_batch_size": checked["profile.batch_size"],
-                  "throughput_runs": checked["profile.throughput_runs"], "tflite_eval_images": len(eval_set["y"])}
-    with atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
+    # The exports, metrics and conditions replace the previous ones together, once all are written: a run that
+    # fails leaves the previous set, consistent.
+    with atomic_dir(export_dir) as exports, atomic_path(metrics_path) as metrics_tmp, \
+            atomic_path(conditions_path) as conditions_tmp:
+        result.update(tflite_exports(model, name, kinds, eval_set, checked, exports))
+        conditions = {"model": name, "image_size": prof.backbone_size(model), **prof.conditions(model),
+                      "input": f"uint8 {tuple(model.input_shape[1:])}, resized and preprocessed inside the model "
+                      "(included in every timing)", "latency_batch_size": 1,
+                      "latency_runs": checked["profile.latency_runs"], "warmup_runs": checked["profile.warmup_runs"],
+                      "throughput_batch_size": checked["profile.batch_size"],
+                      "throughput_runs": checked["profile.throughput_runs"], "tflite_eval_images": len(eval_set["y"])}
         write_json(metrics_tmp, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
         write_json(conditions_tmp, conditions)
     print(f"{name}: batch-1 p50 {result['latency_p50_ms']:.2f} ms, p90 {result['latency_p90_ms']:.2f} ms, "
