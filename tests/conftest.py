@@ -3,8 +3,9 @@ import tempfile
 
 # Before anything imports Keras (it reads KERAS_HOME once, at import, and writes keras.json there) or starts
 # DVC, and in os.environ so every subprocess inherits them: nothing read from or written to the user's home
-# (Keras' cache, DVC's global config and analytics id, Matplotlib's font cache) or left under /var/tmp/dvc
-# (DVC's per-repo site cache).
+# (Keras' cache, DVC's global config and analytics id, Matplotlib's font cache, git's ~/.gitconfig, which
+# may sign every commit or run hooks) or left under /var/tmp/dvc (DVC's per-repo site cache). HOME itself
+# is a directory of the session's, for whatever else reads it (git, DVC's git libraries).
 # Subprocesses given an environment of their own take SESSION_ENV into it. A process of the session that
 # imports this module (a probe) keeps the session's directory; the session that made it removes it.
 _OWN_STATE = "PYTEST_SESSION_STATE" not in os.environ
@@ -16,8 +17,14 @@ SESSION_ENV = {
     "DVC_SITE_CACHE_DIR": os.path.join(_SESSION_STATE, "dvc-site-cache"),
     "KERAS_HOME": os.path.join(_SESSION_STATE, "keras"),
     "MPLCONFIGDIR": os.path.join(_SESSION_STATE, "matplotlib"),
+    "HOME": os.path.join(_SESSION_STATE, "home"),
+    "GIT_CONFIG_NOSYSTEM": "1",  # nor /etc/gitconfig
 }
 os.environ.update(SESSION_ENV)
+os.makedirs(SESSION_ENV["HOME"], exist_ok=True)
+# The identity `dvc exp run` commits experiments with (it refuses to run without one): here, not the user's.
+with open(os.path.join(SESSION_ENV["HOME"], ".gitconfig"), "w") as _f:
+    _f.write("[user]\n\tname = pytest\n\temail = pytest@localhost\n")
 
 import copy  # noqa: E402
 import hashlib  # noqa: E402

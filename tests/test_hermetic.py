@@ -17,6 +17,8 @@ from conftest import run_cmd
 def test_probe(project):
     import keras  # noqa: F401  (its import writes keras.json)
     run_cmd([sys.executable, "-m", "dvc", "status"], project)  # fills the repo's site cache
+    # The user's ~/.gitconfig signs every commit (with a key this machine lacks): not the tests' git.
+    run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", "x"], project)
     with Repo(project) as repo:
         site_cache = repo.site_cache_dir
     # The session's directory goes at its end: what is in it is looked at here.
@@ -28,11 +30,13 @@ def test_probe(project):
 
 @pytest.mark.e2e
 def test_a_session_writes_nothing_to_home_or_the_shared_dvc_site_cache(tmp_path, monkeypatch):
-    """A pytest session started from a bare shell (HOME an empty directory, none of the session's variables
+    """A pytest session started from a bare shell (HOME a directory holding only a ~/.gitconfig that signs every
+    commit with a key this machine lacks, none of the session's variables
     set), that imports Keras and runs `dvc init` and `dvc status` in the `project` fixture's repo."""
     from dvc.dirs import site_cache_dir
     home = tmp_path / "home"
     home.mkdir()
+    (home / ".gitconfig").write_text("[commit]\n\tgpgsign = true\n[gpg]\n\tprogram = false\n")
     (tmp_path / "test_probe.py").write_text(PROBE)
     env = {k: v for k, v in os.environ.items() if k not in SESSION_ENV}  # a user's shell has none
     env.update(HOME=str(home), PYTHONPATH=str(ROOT / "tests"),
@@ -43,7 +47,7 @@ def test_a_session_writes_nothing_to_home_or_the_shared_dvc_site_cache(tmp_path,
                             cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     written = sorted(p.relative_to(home).as_posix() for p in home.rglob("*"))
-    assert written == [], written
+    assert written == [".gitconfig"], written
     seen = json.loads((tmp_path / "base/seen.json").read_text())
     assert seen["env"]["DVC_NO_ANALYTICS"] == "1" and seen["keras_json"]
     assert not os.path.exists(seen["env"]["PYTEST_SESSION_STATE"])  # the session took its directory with it
