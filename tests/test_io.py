@@ -207,18 +207,25 @@ def test_keras_bytes_depend_on_the_model_only(tmp_path):
 
 SAVE_TINY_MODEL = textwrap.dedent("""
     import sys
+    import time
     from builders import tiny_model
     from core.io import save_keras
-    save_keras(tiny_model(), sys.argv[1])
+    model = tiny_model()
+    saved_here = float(sys.argv[2])
+    time.sleep(max(0.0, saved_here - saved_here % 2 + 2.01 - time.time()))  # past the even second after it
+    save_keras(model, sys.argv[1])
 """)
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow (~5 s)
 def test_keras_bytes_are_the_same_from_another_process(tmp_path):
-    """What a rerun is: another process (its own memory addresses and string hash seed) at another time."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTHONHASHSEED": "1"}
-    other = subprocess.run([sys.executable, "-c", SAVE_TINY_MODEL, str(tmp_path / "other.keras")], cwd=tmp_path,
-                           env=env, stderr=subprocess.PIPE, text=True, timeout=120)
-    assert other.returncode == 0, other.stderr
-    past_the_next_even_second()
+    """What a rerun is: another process (its own memory addresses and string hash seed) at another time.
+    This process saves first; the other saves past the next even second (its TensorFlow import takes
+    longer than that, so it seldom waits)."""
     save_keras(tiny_model(), tmp_path / "here.keras")
+    saved_here = time.time()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTHONHASHSEED": "1"}
+    other = subprocess.run([sys.executable, "-c", SAVE_TINY_MODEL, str(tmp_path / "other.keras"), repr(saved_here)],
+                           cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
     assert (tmp_path / "here.keras").read_bytes() == (tmp_path / "other.keras").read_bytes()
