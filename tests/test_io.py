@@ -150,10 +150,11 @@ def npz_arrays():
             "index": np.array([0.5, -2.0], ">f8"), "empty": np.zeros((0, 3), np.float32)}
 
 
-def past_the_next_even_second():
-    """Sleep until the wall clock has passed an even second: zip headers hold the time to 2 s, Keras'
-    date_saved to 1 s, so anything saved before and after this differs if it holds the time."""
-    time.sleep(2 - time.time() % 2 + 0.01)
+def past_the_next_even_second(after):
+    """Sleep until the wall clock has passed the even second that follows `after` (a time.time()): zip headers
+    hold the time to 2 s, Keras' date_saved to 1 s, so anything saved by `after` and anything saved once this
+    returns differ if they hold the time."""
+    time.sleep(max(0.0, after - after % 2 + 2.01 - time.time()))
 
 
 def test_npz_bytes_depend_on_the_arrays_only(tmp_path, monkeypatch):
@@ -197,12 +198,13 @@ def test_keras_bytes_depend_on_the_model_only(tmp_path):
     of shared objects (config.json): two equal models, saved at different times, must give equal bytes."""
     first, second = tiny_model(), tiny_model()  # equal, their shared dtype policies at two addresses
     save_keras(first, tmp_path / "first.keras")
-    past_the_next_even_second()
-    save_keras(second, tmp_path / "later.keras")
-    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "later.keras").read_bytes()
+    saved = time.time()
     from core.runtime import keras
-    loaded = keras.models.load_model(tmp_path / "later.keras")  # in safe mode
+    loaded = keras.models.load_model(tmp_path / "first.keras")  # in safe mode; while the clock moves on
     np.testing.assert_array_equal(predictions(loaded), predictions(first))
+    past_the_next_even_second(after=saved)
+    save_keras(second, tmp_path / "later.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "later.keras").read_bytes()  # so later loads too
 
 
 SAVE_TINY_MODEL = textwrap.dedent("""
