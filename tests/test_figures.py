@@ -227,6 +227,7 @@ def test_plots_show_warns_of_nothing_with_cinic_and_cifar10c_off(plots_repo, tmp
 def test_plots_show_warns_of_nothing_before_the_first_comparison(plots_repo, tmp_path):
     """A clone before `make benchmark`: plots/compare holds only its .gitkeep, which DVC neither draws nor warns
     of (a declared folder that is absent, or a file in it DVC cannot read, would make it warn)."""
-    out, stderr = plots_show(plots_repo, tmp_path, {k: v for k, v in PRESENT.items() if not k.startswith("plots/compare/")})
+    out, stderr = plots_show(plots_repo, tmp_path,
+                             {k: v for k, v in PRESENT.items() if not k.startswith("plots/compare/")})
     assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
     assert [name for name in out["data"] if "compare" in name] == []
