@@ -209,6 +209,7 @@ def weights_of_another_architecture(path):
     return path
 
 
+@pytest.mark.slow  # builds a real MobileNetV2 backbone
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Keras lists every layer it could not load
 def test_weights_file_of_another_architecture_keeps_previous_features(params, tmp_path):
     from stages import features
@@ -219,6 +220,7 @@ def test_weights_file_of_another_architecture_keeps_previous_features(params, tm
     assert snapshot(out) == before and listing(out.parent) == ["cifar10", "features"]
 
 
+@pytest.mark.slow  # builds a real MobileNetV2 backbone
 def test_imagenet_weights_offline_keep_previous_features(params, tmp_path, no_imagenet_weights):
     from stages import features
     params, data, out, before = features_workdir(tmp_path, params)
@@ -229,6 +231,7 @@ def test_imagenet_weights_offline_keep_previous_features(params, tmp_path, no_im
     assert [path.split("_weights")[0] for path, _ in no_imagenet_weights.server.log] == ["/mobilenet_v2"]
 
 
+@pytest.mark.slow  # builds a real MobileNetV2 backbone
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Keras lists every layer it could not load
 def test_weights_errors_are_one_line(params, tmp_path):
     from core import models

@@ -14,6 +14,7 @@ from conftest import ROOT, run_cmd
 from core import hardware, metrics, models, profiling
 from core.data import CIFAR10_CLASSES
 from core.io import load_npz, save_npz, write_json
+from core.params import load
 from stages import corrupt_cifar10, evaluate, profile
 
 
@@ -60,33 +61,78 @@ def saved_figures(monkeypatch):
     return figures
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, params):
-    monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8),
-             y=(np.arange(60) % 10).astype(np.uint8))
-    write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})
-    origin = np.array(["imagenet", "cifar10"] * 15)
-    save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
-             y=(np.arange(30) % 10).astype(np.uint8), origin=origin)
-    write_json("data/cinic10/info.json", {"source": "test", "classes": CIFAR10_CLASSES})
+def stage_params():
+    """The project's params.yaml as the `params` fixture gives it, set for the tiny model and data below."""
+    import copy
+    params = copy.deepcopy(load(ROOT / "params.yaml"))
+    params["train"]["scratch"]["precision"] = "float32"
     params["corruptions"].update(per_class=2, names=["gaussian_noise", "fog", "pixelate"])
-    corrupt_cifar10.main(params)
-    keras.utils.set_random_seed(0)
-    model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
-    models.for_deployment(model).save("model.keras")  # as the train stage saves it
     params.update(model="basecnn", image_size=32)
     params["profile"].update(warmup_runs=2, latency_runs=30, batch_size=4, throughput_runs=3, tflite=["fp32"],
                              tflite_eval_images=12)
     return params
 
 
-def test_evaluate_figures_equal_model_evaluate(workdir, monkeypatch):
-    figures = saved_figures(monkeypatch)
-    evaluate.main(workdir, model_path="model.keras")
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """The stages' inputs, made once: CIFAR-10 test and CINIC-10 sample arrays, their CIFAR-10-C, and a tiny
+    basecnn saved as the train stage saves it. Tests work on copies (workdir) or only read (evaluated)."""
+    directory = tmp_path_factory.mktemp("made")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(directory)
+        rng = np.random.default_rng(0)
+        save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8),
+                 y=(np.arange(60) % 10).astype(np.uint8))
+        write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})
+        origin = np.array(["imagenet", "cifar10"] * 15)
+        save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+                 y=(np.arange(30) % 10).astype(np.uint8), origin=origin)
+        write_json("data/cinic10/info.json", {"source": "test", "classes": CIFAR10_CLASSES})
+        corrupt_cifar10.main(stage_params())
+        keras.utils.set_random_seed(0)
+        model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
+        models.for_deployment(model).save("model.keras")  # as the train stage saves it
+    return directory
+
+
+@pytest.fixture
+def workdir(made, tmp_path, monkeypatch):
+    """A copy of `made` of this test's own, as the working directory; returns the stages' params."""
+    import shutil
+    shutil.copytree(made, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    return stage_params()
+
+
+@pytest.fixture(scope="module")
+def evaluated_once(made, tmp_path_factory):
+    """The evaluate stage run once on a copy of `made`: (its directory, the figures it saved)."""
+    import shutil
+    directory = tmp_path_factory.mktemp("evaluated")
+    shutil.copytree(made, directory, dirs_exist_ok=True)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(directory)
+        figures = saved_figures(monkeypatch)
+        evaluate.main(stage_params(), model_path="model.keras")
+    return directory, figures
+
+
+@pytest.fixture
+def evaluated(evaluated_once, monkeypatch):
+    """The figures the evaluate stage saved, its outputs in the working directory (to read, not to change)."""
+    directory, figures = evaluated_once
+    monkeypatch.chdir(directory)
+    return figures
+
+
+@pytest.fixture(scope="module")
+def evaluated_model(evaluated_once):
+    return keras.models.load_model(evaluated_once[0] / "model.keras")
+
+
+def test_evaluate_figures_equal_model_evaluate(evaluated, evaluated_model):
+    figures, model = evaluated, evaluated_model
     m = json.loads(open("metrics/evaluate.json").read())
-    model = keras.models.load_model("model.keras")
     for set_name, path in (("test", "data/cifar10/test.npz"), ("cinic10", "data/cinic10/sample.npz")):
         data = load_npz(path)
         loss, accuracy = model.evaluate(data["x"], data["y"], verbose=0)  # raw images: the model preprocesses
@@ -128,9 +174,8 @@ def test_evaluate_without_shift_set_says_so(workdir):
     assert conditions["test"] == {"available": True, "images": len(load_npz("data/cifar10/test.npz")["y"])}
 
 
-def test_evaluate_reports_every_corruption_and_severity(workdir, monkeypatch):
-    figures = saved_figures(monkeypatch)
-    evaluate.main(workdir, model_path="model.keras")
+def test_evaluate_reports_every_corruption_and_severity(evaluated, evaluated_model):
+    figures, model = evaluated, evaluated_model
     c = json.loads(open("metrics/evaluate.json").read())["corruptions"]
     assert json.loads(open("metrics/conditions/evaluate.json").read())["corruptions"] == {
         "available": True, "images": 20, "corruptions": 3}
@@ -139,7 +184,6 @@ def test_evaluate_reports_every_corruption_and_severity(workdir, monkeypatch):
         rows = list(csv.DictReader(f))
     table = {n: {r["severity"]: float(r[n]) for r in rows[1:]} for n in ("gaussian_noise", "fog", "pixelate")}
     assert all(float(rows[0][n]) == pytest.approx(c["clean_accuracy"], abs=1e-4) for n in table)  # 0: clean
-    model = keras.models.load_model("model.keras")
     test = load_npz("data/cifar10/test.npz")
     fog = load_npz("data/cifar10c/fog.npz")
     # The model takes raw uint8 images (it preprocesses itself); severity s is fog["x"][s - 1].
@@ -228,6 +272,7 @@ def test_size_report_counts_the_models_weights_and_measures_the_file_it_is_given
     assert 0 < head < model.count_params()
 
 
+@pytest.mark.slow  # a TFLite conversion (~3 s)
 def test_profile_stage_writes_every_figure(workdir, monkeypatch):
     """Each figure is what its name says, from the measurement it comes from: timings from a clock that
     advances a known step at each reading (so they are exact, not machine speed), sizes from the files."""
@@ -265,6 +310,7 @@ def test_profile_stage_writes_every_figure(workdir, monkeypatch):
     assert open("tflite/model_fp32.tflite", "rb").read(8)[4:] == b"TFL3"
 
 
+@pytest.mark.slow  # a TFLite conversion (~3 s)
 def test_a_flip_tta_model_is_profiled_and_exported_whole(workdir):
     """With train.scratch.flip_tta the shipped model holds both passes: its FLOPs are twice the single view's
     (plus the mirror's 98 k multiply-adds), and its TFLite export computes the same averaged predictions."""

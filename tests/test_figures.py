@@ -5,22 +5,32 @@ import math
 
 import pytest
 
+from conftest import ROOT
+from core.params import load
 from test_compare import corrupted, record
 
 
-def saved_figures(monkeypatch, params, records, tmp_path):
-    """Runs compare.report.main and returns {file name: measure(fig)} taken as each figure is saved."""
+def saved_figures(records, tmp_path, wanted):
+    """Runs compare.report.main on the project's params.yaml and returns {file name: measure(fig)} of the
+    `wanted` figures, each taken as it is saved. The others are made and laid out as ever, but an empty file
+    stands in for their PNG: rendering pictures no test reads would double the run's time."""
     import matplotlib.figure
 
     from compare import report as compare
     seen, savefig = {}, matplotlib.figure.Figure.savefig
 
     def measure(fig, path, *args, **kwargs):
+        name = next(name for name, _ in compare.FIGURES if path.name.startswith(f".{name}."))
+        if name not in wanted:
+            return path.write_bytes(b"")
         fig.canvas.draw()  # the layout as saved
-        seen[next(name for name, _ in compare.FIGURES if path.name.startswith(f".{name}."))] = picture(fig)
+        seen[name] = picture(fig)
         return savefig(fig, path, *args, **kwargs)
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", measure)
-    compare.main(params, records, [r["Experiment"] for r in records], tmp_path / "reports", tmp_path / "plots")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", measure)
+        compare.main(load(ROOT / "params.yaml"), records, [r["Experiment"] for r in records], tmp_path / "reports",
+                     tmp_path / "plots")
+    assert set(seen) == set(wanted)
     return seen
 
 
@@ -74,9 +84,18 @@ def crowd():
             for name, figures in CROWD.items()]
 
 
-@pytest.mark.parametrize("figure", ["accuracy_vs_size.png", "accuracy_vs_latency.png", "clean_vs_corrupted.png"])
-def test_point_labels_neither_collide_nor_cover_a_marker_nor_leave_the_axes(figure, params, tmp_path, monkeypatch):
-    ax, = saved_figures(monkeypatch, params, crowd(), tmp_path)[figure]
+POINT_FIGURES = ["accuracy_vs_size.png", "accuracy_vs_latency.png", "clean_vs_corrupted.png"]
+
+
+@pytest.fixture(scope="module")
+def crowd_figures(tmp_path_factory):
+    """The crowd's figures with point labels, from one comparison run (each test reads one of them)."""
+    return saved_figures(crowd(), tmp_path_factory.mktemp("crowd"), POINT_FIGURES)
+
+
+@pytest.mark.parametrize("figure", POINT_FIGURES)
+def test_point_labels_neither_collide_nor_cover_a_marker_nor_leave_the_axes(figure, crowd_figures):
+    ax, = crowd_figures[figure]
     labels = [(text, b, xy) for text, b, xy in ax["texts"] if text.split(" (")[0] in CROWD]
     assert sorted(text.split(" (")[0] for text, _, _ in labels) == sorted(CROWD)
     for (a, box_a, _), (b, box_b, _) in itertools.combinations(labels, 2):
@@ -91,12 +110,12 @@ def test_point_labels_neither_collide_nor_cover_a_marker_nor_leave_the_axes(figu
 
 
 @pytest.mark.parametrize("cinic", [None, "one", "all"], ids=["cinic-absent", "cinic-partial", "cinic-present"])
-def test_gap_chart_legend_lists_what_is_drawn_and_no_na_text_hides_a_bar(cinic, params, tmp_path, monkeypatch):
+def test_gap_chart_legend_lists_what_is_drawn_and_no_na_text_hides_a_bar(cinic, tmp_path):
     # High accuracies: the bars reach the middle of the axes, where a centred note would sit.
     tests = {"basecnn": 0.80, "mobilenetv2": 0.55, "resnet50v2": 0.62, "efficientnetb0": 0.10, "densenet121": 0.45}
     records = [record(name, test=t, cinic={"all": t - 0.1, "one": t - 0.1 if name == "basecnn" else None,
                                            None: None}[cinic]) for name, t in tests.items()]
-    ax, = saved_figures(monkeypatch, params, records, tmp_path)["generalisation_gap.png"]
+    ax, = saved_figures(records, tmp_path, ["generalisation_gap.png"])["generalisation_gap.png"]
     drawn = {series for series, _ in ax["bars"]}
     assert drawn == ({"CIFAR-10 test"} if cinic is None else {"CIFAR-10 test", "CINIC-10 (shift)"})
     assert sorted(ax["legend"]) == sorted(drawn)
@@ -134,14 +153,15 @@ PRESENT = {
 PER_CLASS_CINIC = {"plots/evaluate/per_class/cinic10.csv": "class,accuracy,precision,f1\ncat,0.4,1.0,0.57\n"}
 
 
-def plots_show(tmp_path, files):
-    import json
+@pytest.fixture(scope="module")
+def plots_repo(tmp_path_factory):
+    """A scratch git + DVC repo with this project's dvc.yaml and .dvc/plots templates, as a clone has them: made
+    once (git and `dvc init` are subprocesses), copied by each test that writes plot files into it."""
     import shutil
-    import subprocess
     import sys
 
-    from conftest import ROOT, run_cmd
-    repo = tmp_path / "repo"
+    from conftest import run_cmd
+    repo = tmp_path_factory.mktemp("plots") / "repo"
     repo.mkdir()
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
@@ -150,6 +170,17 @@ def plots_show(tmp_path, files):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")
+    return repo
+
+
+def plots_show(plots_repo, tmp_path, files):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    shutil.copytree(plots_repo, repo, symlinks=True)
     for name, content in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -159,8 +190,10 @@ def plots_show(tmp_path, files):
     return json.loads(shown.stdout), shown.stderr
 
 
-def test_plots_show_draws_every_present_file_and_warns_of_no_absent_optional_one(tmp_path):
-    out, stderr = plots_show(tmp_path, PRESENT | PER_CLASS_CINIC)
+# Slow: each runs `dvc plots show` in a fresh process (DVC's import and start-up, about 1 s).
+@pytest.mark.slow
+def test_plots_show_draws_every_present_file_and_warns_of_no_absent_optional_one(plots_repo, tmp_path):
+    out, stderr = plots_show(plots_repo, tmp_path, PRESENT | PER_CLASS_CINIC)
     assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
     drawn = {name for name, renders in out["data"].items() if renders}
     assert {"plots/evaluate/confusion/test.csv", "plots/evaluate/per_class/test.csv",
@@ -184,14 +217,17 @@ def test_plots_show_draws_every_present_file_and_warns_of_no_absent_optional_one
     assert [row["model"] for row in pareto["content"]["data"]["values"]] == ["basecnn", "resnet50v2"]
 
 
-def test_plots_show_warns_of_nothing_with_cinic_and_cifar10c_off(tmp_path):
-    out, stderr = plots_show(tmp_path, {k: v for k, v in PRESENT.items() if "corruption" not in k})
+@pytest.mark.slow
+def test_plots_show_warns_of_nothing_with_cinic_and_cifar10c_off(plots_repo, tmp_path):
+    out, stderr = plots_show(plots_repo, tmp_path, {k: v for k, v in PRESENT.items() if "corruption" not in k})
     assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
 
 
-def test_plots_show_warns_of_nothing_before_the_first_comparison(tmp_path):
+@pytest.mark.slow
+def test_plots_show_warns_of_nothing_before_the_first_comparison(plots_repo, tmp_path):
     """A clone before `make benchmark`: plots/compare holds only its .gitkeep, which DVC neither draws nor warns
     of (a declared folder that is absent, or a file in it DVC cannot read, would make it warn)."""
-    out, stderr = plots_show(tmp_path, {k: v for k, v in PRESENT.items() if not k.startswith("plots/compare/")})
+    out, stderr = plots_show(plots_repo, tmp_path,
+                             {k: v for k, v in PRESENT.items() if not k.startswith("plots/compare/")})
     assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
     assert [name for name in out["data"] if "compare" in name] == []

@@ -84,7 +84,7 @@ import os
 import pytest
 
 
-@pytest.mark.timeout(2)
+@pytest.mark.timeout(0.5)
 def test_hangs(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     open(tmp_path / "fifo").read()  # no writer: blocks for ever
@@ -98,7 +98,12 @@ def test_after_it(request):
 def test_a_hanging_test_fails_alone(tmp_path):
     """pytest-timeout with pytest.ini's settings: a test blocked in a read fails, and the session goes on."""
     (tmp_path / "test_hanging.py").write_text(HANGING)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
-                             str(ROOT / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path / "test_hanging.py")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "1 failed, 1 passed" in result.stdout and "Timeout (>2.0s)" in result.stdout, result.stdout
+    # pytest-timeout the one plugin loaded: the others installed (Hypothesis', Hydra's) cost a second to import.
+    # Its own --basetemp: by default a session takes a numbered directory under the user's pytest temporary
+    # root and deletes the old ones there (other sessions', seconds of work on a busy machine).
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "pytest_timeout", "-p", "no:cacheprovider",
+                             "-c", str(ROOT / "pytest.ini"), "--rootdir", str(tmp_path),
+                             "--basetemp", str(tmp_path / "base"), str(tmp_path / "test_hanging.py")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert "1 failed, 1 passed" in result.stdout and "Timeout (>0.5s)" in result.stdout, result.stdout

@@ -150,10 +150,11 @@ def npz_arrays():
             "index": np.array([0.5, -2.0], ">f8"), "empty": np.zeros((0, 3), np.float32)}
 
 
-def past_the_next_even_second():
-    """Sleep until the wall clock has passed an even second: zip headers hold the time to 2 s, Keras'
-    date_saved to 1 s, so anything saved before and after this differs if it holds the time."""
-    time.sleep(2 - time.time() % 2 + 0.01)
+def past_the_next_even_second(after):
+    """Sleep until the wall clock has passed the even second that follows `after` (a time.time()): zip headers
+    hold the time to 2 s, Keras' date_saved to 1 s, so anything saved by `after` and anything saved once this
+    returns differ if they hold the time."""
+    time.sleep(max(0.0, after - after % 2 + 2.01 - time.time()))
 
 
 def test_npz_bytes_depend_on_the_arrays_only(tmp_path, monkeypatch):
@@ -197,28 +198,36 @@ def test_keras_bytes_depend_on_the_model_only(tmp_path):
     of shared objects (config.json): two equal models, saved at different times, must give equal bytes."""
     first, second = tiny_model(), tiny_model()  # equal, their shared dtype policies at two addresses
     save_keras(first, tmp_path / "first.keras")
-    past_the_next_even_second()
-    save_keras(second, tmp_path / "later.keras")
-    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "later.keras").read_bytes()
+    saved = time.time()
     from core.runtime import keras
-    loaded = keras.models.load_model(tmp_path / "later.keras")  # in safe mode
+    loaded = keras.models.load_model(tmp_path / "first.keras")  # in safe mode; while the clock moves on
     np.testing.assert_array_equal(predictions(loaded), predictions(first))
+    past_the_next_even_second(after=saved)
+    save_keras(second, tmp_path / "later.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "later.keras").read_bytes()  # so later loads too
 
 
 SAVE_TINY_MODEL = textwrap.dedent("""
     import sys
+    import time
     from builders import tiny_model
     from core.io import save_keras
-    save_keras(tiny_model(), sys.argv[1])
+    model = tiny_model()
+    saved_here = float(sys.argv[2])
+    time.sleep(max(0.0, saved_here - saved_here % 2 + 2.01 - time.time()))  # past the even second after it
+    save_keras(model, sys.argv[1])
 """)
 
 
+@pytest.mark.slow  # a fresh process imports TensorFlow (~5 s)
 def test_keras_bytes_are_the_same_from_another_process(tmp_path):
-    """What a rerun is: another process (its own memory addresses and string hash seed) at another time."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTHONHASHSEED": "1"}
-    other = subprocess.run([sys.executable, "-c", SAVE_TINY_MODEL, str(tmp_path / "other.keras")], cwd=tmp_path,
-                           env=env, stderr=subprocess.PIPE, text=True, timeout=120)
-    assert other.returncode == 0, other.stderr
-    past_the_next_even_second()
+    """What a rerun is: another process (its own memory addresses and string hash seed) at another time.
+    This process saves first; the other saves past the next even second (its TensorFlow import takes
+    longer than that, so it seldom waits)."""
     save_keras(tiny_model(), tmp_path / "here.keras")
+    saved_here = time.time()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTHONHASHSEED": "1"}
+    other = subprocess.run([sys.executable, "-c", SAVE_TINY_MODEL, str(tmp_path / "other.keras"), repr(saved_here)],
+                           cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
     assert (tmp_path / "here.keras").read_bytes() == (tmp_path / "other.keras").read_bytes()
