@@ -50,6 +50,7 @@ def workdir(tmp_path, monkeypatch, params):
     return one_epoch_setup(params)
 
 
+SEARCH = {"tune.enabled": True, "tune.trials": 3, "tune.epochs": 1, "tune.units": [8, 16]}
 # Runs shared by the tests of this module, each trained at most once, when a test first asks for it: {route:
 # (model, changes to the one-epoch params)}. The params are conftest's `params` (From-scratch precision float32).
 ROUTES = {
@@ -58,9 +59,9 @@ ROUTES = {
     "basecnn-auto": ("basecnn", {"train.scratch.precision": "auto"}),
     "mobilenetv2": ("mobilenetv2", {}),  # both phases
     # The default route: `weights: imagenet` at 96 px (images resized inside the model), through Keras' own
-    # loader on stand-in files (conftest's imagenet_standins); phase 2 off.
-    **{f"{name}-imagenet": (name, {"weights": "imagenet", "image_size": 96, "train.fine_tune.epochs": 0})
-       for name in PRETRAINED},
+    # loader on stand-in files (conftest's imagenet_standins); phase 2 off. MobileNetV2's head is searched.
+    **{f"{name}-imagenet": (name, {"weights": "imagenet", "image_size": 96, "train.fine_tune.epochs": 0,
+                                   **(SEARCH if name == "mobilenetv2" else {})}) for name in PRETRAINED},
 }
 
 
@@ -266,17 +267,16 @@ def test_unknown_optimizer_or_precision_is_refused_before_any_work(workdir, key,
 
 
 @pytest.mark.slow
-def test_search_runs_on_cached_features_and_sets_the_head(workdir):
-    workdir["model"] = "mobilenetv2"
-    workdir["tune"].update(enabled=True, trials=3, epochs=1, units=[8, 16])
-    workdir["train"]["fine_tune"]["epochs"] = 0  # the head is set before phase 2, which keeps it (tested elsewhere)
-    features.main(workdir)
-    train.main(workdir)
+def test_search_runs_on_cached_features_and_sets_the_head(trained, shipped):
+    """The search (tune: 3 trials of units 8 or 16), here on MobileNetV2's shared run on the default route (phase
+    2 off: the head is set before it, and phase 2 keeps it)."""
+    tune = trained("mobilenetv2-imagenet")["tune"]
+    assert (tune["enabled"], tune["trials"], tune["epochs"], tune["units"]) == (True, 3, 1, [8, 16])
     metrics = json.loads(open("metrics/train.json").read())
     assert metrics["search_trials"] == 3 and metrics["search_time_s"] > 0
     best = metrics["search_best"]
     assert best["units"] in (8, 16) and 0.0 <= best["dropout"] <= 0.5
-    head = keras.models.load_model("models/model.keras").get_layer("head")
+    head = shipped("mobilenetv2-imagenet")[0].get_layer("head")
     assert [layer.units for layer in head.layers if isinstance(layer, keras.layers.Dense)] == [best["units"], 10]
 
 
