@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from core import StageError, hardware, models, pipeline
+from conftest import ROOT
+from core.params import load
 from core.pipeline import predict_images
 from core.training import fit
 
@@ -114,21 +116,42 @@ def test_trunk_takes_raw_images_and_resizes_only_when_needed():
     assert trunk.get_layer("resize").output.shape[1:3] == (32, 32)
 
 
-@pytest.mark.slow
-def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
+def unfrozen(name, fraction, rate):
+    """`name`'s model at 32 px from random weights, head only trainable, then through models.unfreeze: the top
+    `fraction` of the backbone's layers opened, BatchNorm and the layers below kept frozen, recompiled at `rate`.
+    Returns (model, top layers, BatchNorm layers)."""
     keras.utils.set_random_seed(0)
-    model, head = models.build_model(models.build_trunk("mobilenetv2", (32, 32, 3), 32, "none"), 10, 16, 0.0)
+    model, head = models.build_model(models.build_trunk(name, (32, 32, 3), 32, "none"), 10, 16, 0.0)
     backbone = model.get_layer("backbone")
     assert not backbone.trainable
     assert {w.path for w in model.trainable_weights} == {w.path for w in head.trainable_weights}
 
-    n = models.unfreeze(model, 0.25, 1e-5)
-    top = backbone.layers[-round(0.25 * len(backbone.layers)):]
+    n = models.unfreeze(model, fraction, rate)
+    top = backbone.layers[-round(fraction * len(backbone.layers)):]
     bn = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top) > 0
     assert all(not layer.trainable for layer in bn)
     assert all(not layer.trainable for layer in backbone.layers[:-len(top)])
-    assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+    assert float(model.optimizer.learning_rate) == pytest.approx(rate)
+    return model, top, bn
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [name for name, e in models.REGISTRY.items() if e.two_phase])
+def test_every_backbone_opens_layers_for_phase_2_at_the_smallest_size(name):
+    """Phase 2 (models.unfreeze, then fit) is the same code for every entry; what differs is the backbone it
+    opens: at params.yaml's unfreeze_fraction, each entry's top holds layers to train (not only BatchNorm),
+    and the model runs at 32 px. (tests/test_train.py runs phase 2 through the train stage on MobileNetV2.)"""
+    fraction = load(ROOT / "params.yaml")["train"]["fine_tune"]["unfreeze_fraction"]
+    model, _, _ = unfrozen(name, fraction, 1e-5)
+    probs = keras.ops.convert_to_numpy(model(tiny(2)[0]))
+    assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_unfreeze_opens_the_top_and_keeps_batchnorm_frozen():
+    model, top, bn = unfrozen("mobilenetv2", 0.25, 1e-5)
+    backbone = model.get_layer("backbone")
 
     # One training step: the unfrozen top conv moves; frozen layers and BatchNorm statistics do not.
     conv_top = next(layer for layer in reversed(top) if isinstance(layer, keras.layers.Conv2D))

@@ -1,6 +1,11 @@
-"""Stages features + train on tiny random data: every registry entry, one epoch, 32 px."""
+"""Stages features + train on tiny random data: every registry entry, one epoch.
+
+The runs several tests look at (a test differs from another only in what it asserts) are trained once per
+module (`shared_run`), and read, never written, by the tests."""
+import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,16 +17,19 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from core import StageError, hardware
 from core.io import load_npz, save_npz, write_json
 from core.models import REGISTRY
+from core.params import load
 from stages import features, resolve_params, train
 
+PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, params):
-    """A working directory with a tiny data/cifar10 and params for one-epoch runs."""
-    monkeypatch.chdir(tmp_path)
+
+def one_epoch_setup(params):
+    """In the current directory, a tiny data/cifar10 (40 train, 20 val images); `params` set for one-epoch
+    runs at 32 px from random weights."""
     rng = np.random.default_rng(0)
     for split, n in (("train", 40), ("val", 20)):
         save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
@@ -35,59 +43,153 @@ def workdir(tmp_path, monkeypatch, params):
     return params
 
 
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, params):
+    """A working directory with a tiny data/cifar10 and params for one-epoch runs."""
+    monkeypatch.chdir(tmp_path)
+    return one_epoch_setup(params)
+
+
+SEARCH = {"tune.enabled": True, "tune.trials": 3, "tune.epochs": 1, "tune.units": [8, 16]}
+# Runs shared by the tests of this module, each trained at most once, when a test first asks for it: {route:
+# (model, changes to the one-epoch params)}. The params are conftest's `params` (From-scratch precision float32).
+ROUTES = {
+    "basecnn": ("basecnn", {}),  # flip_tta as params.yaml has it (on)
+    "basecnn-bfloat16": ("basecnn", {"train.scratch.precision": "mixed_bfloat16", "train.scratch.flip_tta": False}),
+    "basecnn-auto": ("basecnn", {"train.scratch.precision": "auto"}),
+    "mobilenetv2": ("mobilenetv2", {}),  # both phases
+    # The default route: `weights: imagenet` at 96 px (images resized inside the model), through Keras' own
+    # loader on stand-in files (conftest's imagenet_standins); phase 2 off. MobileNetV2's head is searched.
+    **{f"{name}-imagenet": (name, {"weights": "imagenet", "image_size": 96, "train.fine_tune.epochs": 0,
+                                   **(SEARCH if name == "mobilenetv2" else {})}) for name in PRETRAINED},
+}
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory, request):
+    """shared_run(route): the directory in which features + train ran once for ROUTES[route], and its params."""
+    done = {}
+
+    def run(route):
+        if route not in done:
+            name, changes = ROUTES[route]
+            directory = tmp_path_factory.mktemp(route)
+            params = copy.deepcopy(load(ROOT / "params.yaml"))
+            params["train"]["scratch"]["precision"] = "float32"  # as conftest's `params`
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(directory)
+                one_epoch_setup(params)
+                params["model"] = name
+                for key, value in changes.items():
+                    *parents, last = key.split(".")
+                    target = params
+                    for part in parents:
+                        target = target[part]
+                    target[last] = value
+                if params["weights"] == "imagenet":
+                    from keras.src.utils import file_utils
+                    from standin_weights import serve_from
+                    mp.setattr(file_utils, "get_file", serve_from(request.getfixturevalue("standin_dir")))
+                features.main(params)
+                train.main(params)
+            done[route] = directory, params
+        return done[route]
+    return run
+
+
+@pytest.fixture
+def trained(shared_run, monkeypatch):
+    """trained(route): the params of shared_run(route), with its directory the current one (to read from)."""
+    def chdir_to(route):
+        directory, params = shared_run(route)
+        monkeypatch.chdir(directory)
+        return params
+    return chdir_to
+
+
+@pytest.fixture(scope="module")
+def shipped(shared_run):
+    """shipped(route): shared_run(route)'s models/model.keras loaded once, and its outputs on the val images in
+    one pass: {"probs": class probabilities, "pool": the pooled features (pretrained entries only)}."""
+    done = {}
+
+    def load(route):
+        if route not in done:
+            directory, params = shared_run(route)
+            model = keras.models.load_model(directory / "models/model.keras")
+            x = load_npz(directory / "data/cifar10/val.npz")["x"]
+            if REGISTRY[params["model"]].two_phase:
+                both = keras.Model(model.input, [model.get_layer("pool").output, model.output])
+                outputs = dict(zip(("pool", "probs"), both.predict(x, verbose=0)))
+            else:  # a flip-TTA model calls its layers twice: "pool" has no single output
+                outputs = {"probs": model.predict(x, verbose=0)}
+            done[route] = model, outputs
+        return done[route]
+    return load
+
+
+def same_run(a, b):
+    """Params `a` and `b` train the same (conftest's `params` keeps downloads, which no test here makes, in
+    each test's own directory)."""
+    return {k: v for k, v in a.items() if k != "fetch"} == {k: v for k, v in b.items() if k != "fetch"}
+
+
+def route_of(name):
+    return name if name in ("basecnn", "mobilenetv2") else f"{name}-imagenet"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_entry_builds_and_trains(workdir, name, machine_plan):
-    workdir["model"] = name
-    features.main(workdir)
-    train.main(workdir)
+def test_every_entry_builds_and_trains(trained, shipped, name, machine_plan):
+    """Each entry through features + train, and what it ships. basecnn from scratch; MobileNetV2 through both
+    phases at 32 px; the other backbones through phase 1 on the default route (weights imagenet at 96 px,
+    their phase 2 being the same core.models.unfreeze + fit: test_models checks that unfreeze opens layers
+    of each)."""
+    trained(route_of(name))
     info = json.loads(open("data/features/info.json").read())
     metrics = json.loads(open("metrics/train.json").read())
     conditions = json.loads(open("metrics/conditions/train.json").read())
     assert conditions["model"] == info["model"] == name and conditions["hardware"] == machine_plan
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # figures only: conditions are beside them
-    if REGISTRY[name].two_phase:
-        assert load_npz("data/features/train.npz")["x"].shape[0] == 40
+    if name == "mobilenetv2":
         assert metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1 and metrics["unfrozen_layers"] > 0
+    if REGISTRY[name].two_phase:
+        assert load_npz("data/features/train.npz")["x"].shape[0] == 40 and metrics["frozen_epochs"] == 1
     else:
         assert not info["frozen_phase"] and metrics["scratch_epochs"] == 1
     for key in ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "train_time_s"):
         assert np.isfinite(metrics[key])
-    model = keras.models.load_model("models/model.keras")
+    model, outputs = shipped(route_of(name))
     # The file is weights + architecture, without optimizer state (which would add 2x the trainable weights).
     weight_bytes = sum(w.numpy().nbytes for w in model.weights)
     assert os.path.getsize("models/model.keras") < weight_bytes * 1.05 + 500_000
-    # The saved model takes the raw images, and its val accuracy on them is the one reported.
+    # The saved model takes the raw images, and its val accuracy on them is the one reported. (Keras' accuracy
+    # from the predictions: model.evaluate on a loaded file is test_the_saved_model_loads_without_a_warning's.)
     assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, 32, 32, 3)
-    val = load_npz("data/cifar10/val.npz")
-    assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
+    accuracy = np.mean(outputs["probs"].argmax(axis=1) == load_npz("data/cifar10/val.npz")["y"])
+    assert accuracy == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     steps = open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()
-    assert len(steps) == 1 + (2 if REGISTRY[name].two_phase else 1)  # header + one row per epoch
+    assert len(steps) == 1 + (2 if name == "mobilenetv2" else 1)  # header + one row per epoch, both phases' on one axis
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["auto", "float32"])
-def test_recorded_compute_dtype_is_the_one_asked_for_on_this_machine(workdir, machine_plan, precision):
+def test_recorded_compute_dtype_is_the_one_asked_for_on_this_machine(trained, machine_plan, precision):
     """From scratch, train computes in what core.hardware picks for this machine's plan and the setting
     (`auto`: bfloat16 only on a CPU that has it natively), and says so in its conditions."""
-    workdir["model"] = "basecnn"
-    workdir["train"]["scratch"]["precision"] = precision
-    features.main(workdir)
-    train.main(workdir)
+    params = trained({"auto": "basecnn-auto", "float32": "basecnn"}[precision])
+    assert params["train"]["scratch"]["precision"] == precision
     conditions = json.loads(open("metrics/conditions/train.json").read())
     assert conditions["hardware"] == machine_plan
     assert conditions["compute_dtype"] == hardware.compute_policy(precision, machine_plan)
 
 
 @pytest.mark.slow
-def test_the_saved_model_loads_without_a_warning_and_evaluates(workdir):
+def test_the_saved_model_loads_without_a_warning_and_evaluates(trained):
     """The shipped model (models.for_deployment) loads without any warning: compiled with an unbuilt Adam,
     every load warned "Skipping variable loading for optimizer"; and model.evaluate works on it. Trained
     in bfloat16 (forced, so on any CPU), it is shipped computing in float32."""
-    workdir["model"] = "basecnn"
-    workdir["train"]["scratch"]["precision"] = "mixed_bfloat16"
-    features.main(workdir)
-    train.main(workdir)
+    assert trained("basecnn-bfloat16")["train"]["scratch"]["precision"] == "mixed_bfloat16"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = keras.models.load_model("models/model.keras")
@@ -100,25 +202,19 @@ def test_the_saved_model_loads_without_a_warning_and_evaluates(workdir):
     assert model.evaluate(val["x"], val["y"], verbose=0)[1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
 
 
-PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRETRAINED)
-def test_saved_model_pools_exactly_the_cached_features(workdir, imagenet_standins, name):
+def test_saved_model_pools_exactly_the_cached_features(trained, shipped, name):
     """The default route, `weights: imagenet` at 96 px (images resized inside the model), through Keras'
     own loader on stand-in files: with phase 2 off, the shipped model's pooled output on the val images
     is the cached feature file, so phase 1's head was trained on the network users get."""
-    workdir.update(model=name, weights="imagenet", image_size=96)
-    workdir["train"]["fine_tune"]["epochs"] = 0
-    features.main(workdir)
-    train.main(workdir)
+    params = trained(f"{name}-imagenet")
+    assert (params["weights"], params["image_size"], params["train"]["fine_tune"]["epochs"]) == ("imagenet", 96, 0)
     metrics = json.loads(open("metrics/train.json").read())
     assert "fine_tune_epochs" not in metrics and metrics["frozen_epochs"] == 1
-    model = keras.models.load_model("models/model.keras")
+    model, outputs = shipped(f"{name}-imagenet")
     assert [layer.name for layer in model.layers][:2] == ["image", "resize"]
-    pooled = keras.Model(model.input, model.get_layer("pool").output).predict(load_npz("data/cifar10/val.npz")["x"],
-                                                                               verbose=0)
+    pooled = outputs["pool"]
     cached = load_npz("data/features/val.npz")["x"]
     assert np.isfinite(cached).all() and np.abs(cached).max() > 0
     assert np.abs(pooled - cached).max() <= 1e-3 * np.abs(cached).max()
@@ -171,16 +267,16 @@ def test_unknown_optimizer_or_precision_is_refused_before_any_work(workdir, key,
 
 
 @pytest.mark.slow
-def test_search_runs_on_cached_features_and_sets_the_head(workdir):
-    workdir["model"] = "mobilenetv2"
-    workdir["tune"].update(enabled=True, trials=3, epochs=1, units=[8, 16])
-    features.main(workdir)
-    train.main(workdir)
+def test_search_runs_on_cached_features_and_sets_the_head(trained, shipped):
+    """The search (tune: 3 trials of units 8 or 16), here on MobileNetV2's shared run on the default route (phase
+    2 off: the head is set before it, and phase 2 keeps it)."""
+    tune = trained("mobilenetv2-imagenet")["tune"]
+    assert (tune["enabled"], tune["trials"], tune["epochs"], tune["units"]) == (True, 3, 1, [8, 16])
     metrics = json.loads(open("metrics/train.json").read())
     assert metrics["search_trials"] == 3 and metrics["search_time_s"] > 0
     best = metrics["search_best"]
     assert best["units"] in (8, 16) and 0.0 <= best["dropout"] <= 0.5
-    head = keras.models.load_model("models/model.keras").get_layer("head")
+    head = shipped("mobilenetv2-imagenet")[0].get_layer("head")
     assert [layer.units for layer in head.layers if isinstance(layer, keras.layers.Dense)] == [best["units"], 10]
 
 
@@ -210,16 +306,19 @@ def test_bad_training_params_name_the_key(workdir, key, value, match):
 
 
 @pytest.mark.slow
-def test_same_params_and_seed_give_identical_metrics(workdir):
-    """Reproducibility on CPU: two runs of features + train give the same figures, timings aside."""
+def test_same_params_and_seed_give_identical_metrics(shared_run, workdir):
+    """Reproducibility on CPU: two runs of features + train give the same figures, timings aside. The first is
+    shared_run's (in another directory, trained before whatever other tests ran in between)."""
+    first, params = shared_run("mobilenetv2")
     workdir["model"] = "mobilenetv2"
+    assert same_run(workdir, params)
+    features.main(workdir)
+    train.main(workdir)
     runs = []
-    for _ in range(2):
-        features.main(workdir)
-        train.main(workdir)
-        metrics = json.loads(open("metrics/train.json").read())
+    for directory in (first, Path.cwd()):
+        metrics = json.loads((directory / "metrics/train.json").read_text())
         runs.append({k: v for k, v in metrics.items() if not k.endswith("_time_s")})
-        runs[-1]["features"] = load_npz("data/features/train.npz")["x"]
+        runs[-1]["features"] = load_npz(directory / "data/features/train.npz")["x"]
     assert np.array_equal(runs[0].pop("features"), runs[1].pop("features"))
     assert runs[0] == runs[1]
 
@@ -248,11 +347,14 @@ def test_training_killed_mid_epoch_leaves_no_model_and_reruns(workdir, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(workdir, monkeypatch):
+def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(shared_run, workdir, monkeypatch):
     """DVCLive writes into a temporary directory: a run that fails after training (here: saving the
-    model) leaves model, metrics and curves of the previous run, one consistent set."""
-    features.main(workdir)
-    train.main(workdir)
+    model) leaves model, metrics and curves of the previous run, one consistent set. The previous run is
+    shared_run's, copied here."""
+    previous, params = shared_run("basecnn")
+    assert same_run(workdir, params)  # params.yaml's model: basecnn
+    for part in ("data", "models", "metrics", "plots"):
+        shutil.copytree(previous / part, part, dirs_exist_ok=True)
     files = ["models/model.keras", "metrics/train.json", *map(str, Path("plots/train").rglob("*.tsv"))]
     before = {f: Path(f).read_bytes() for f in files}
     workdir["train"]["scratch"]["epochs"] = 2
@@ -297,17 +399,15 @@ def test_label_smoothing_loss_is_keras_categorical_on_one_hot_labels():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flip_tta", [False, True])
-def test_flip_tta_through_train_ships_both_views_or_one(workdir, flip_tta):
+def test_flip_tta_through_train_ships_both_views_or_one(trained, shipped, flip_tta):
     """train.scratch.flip_tta decides what ships: with it, the model averages each image and its mirror, so a
     mirrored image gets the same probabilities; without it, one view, and no single-view figure beside it."""
-    workdir["model"] = "basecnn"
-    workdir["train"]["scratch"]["flip_tta"] = flip_tta
-    features.main(workdir)
-    train.main(workdir)
+    route = "basecnn" if flip_tta else "basecnn-bfloat16"
+    assert trained(route)["train"]["scratch"]["flip_tta"] is flip_tta
     metrics = json.loads(open("metrics/train.json").read())
     assert json.loads(open("metrics/conditions/train.json").read())["flip_tta"] is flip_tta
     assert ("val_accuracy_single_view" in metrics) is flip_tta
-    model = keras.models.load_model("models/model.keras")
+    model, outputs = shipped(route)
     x = load_npz("data/cifar10/val.npz")["x"]
-    same = np.allclose(model.predict(x, verbose=0), model.predict(x[:, :, ::-1], verbose=0), atol=1e-5)
+    same = np.allclose(outputs["probs"], model.predict(x[:, :, ::-1], verbose=0), atol=1e-5)
     assert same is flip_tta
