@@ -178,6 +178,14 @@ def readme_route(tmp_path_factory):
     return readme_route(tmp_path_factory.mktemp("readme-route"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks
+def pytest_collection_modifyitems(items):
+    """The tests that use readme_route share its one run: under pytest-xdist (make test), in one worker."""
+    for item in items:
+        if "readme_route" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("readme_route"))
+
+
 @pytest.fixture
 def route_copy(readme_route, tmp_path):
     """A copy of readme_route's repo, after both README experiments (basecnn, mobilenetv2), for this test."""
