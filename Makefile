@@ -31,15 +31,15 @@ BENCHMARK_ARGS ?=
 benchmark: setup  ## every backbone through the chain, then the comparison
 	python -m compare.benchmark $(BENCHMARK_ARGS)
 
-# Two pytest-xdist workers: the end-to-end tests spend much of their time starting processes and in DVC, so
-# two keep both cores of a small machine busy; the tests that share one run of README's route stay in one
+# Two pytest-xdist workers (make test and make test-fast): the end-to-end tests spend much of their time
+# starting processes and in DVC, so two keep both cores of a small machine busy; the tests that share one run of README's route stay in one
 # worker (their xdist_group). TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 2
 test: setup       ## every test: unit, slow and end-to-end (what CI runs)
 	python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup  ## the unit tests not marked slow (no real backbones, no dvc runs)
-	python -m pytest -m "not e2e and not slow"
+	python -m pytest -n $(TEST_WORKERS) -m "not e2e and not slow"
 
 setup: $(VENV)/installed
 
