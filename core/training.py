@@ -99,7 +99,10 @@ def train_from_scratch(model, scratch, train, val, patience, callbacks=()):
     watches from a share of the epochs on (the warm-up's and the high rate's epochs are too noisy to stop on)."""
     compile_from_scratch(model, scratch, int(train.cardinality()))
     epochs = scratch["epochs"]
-    return fit(model, train, val, epochs, patience, callbacks, watch_from=int(epochs * scratch["watch_from_fraction"]))
+    # At most the last epoch: from `epochs` on, early stopping would watch nothing, and report epoch 1 as best
+    # while the weights are the last epoch's.
+    watch_from = min(int(epochs * scratch["watch_from_fraction"]), epochs - 1)
+    return fit(model, train, val, epochs, patience, callbacks, watch_from=watch_from)
 
 
 def tune_head(train_f, train_y, val_f, val_y, n_classes, space, trials, epochs, batch_size, seed):

@@ -49,8 +49,10 @@ def load_trunk(name, features_dir):
 
 def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
     """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images,
-    in the machine's default precision. Returns (shipped model, {phase: (history, best epoch)}, metrics,
-    conditions)."""
+    in the machine's default precision. Phase 2 is kept only if its best validation loss beats phase 1's:
+    otherwise phase 1's weights ship (Keras' early stopping starts afresh at each fit, so it cannot fall back
+    across phases by itself). Returns (shipped model, {phase: (history, best epoch)}, the phase whose
+    weights ship, metrics, conditions)."""
     seed = job.seed
     t, tune = params["train"], params["tune"]
     features = {"train": load_features(f"{features_dir}/train.npz", n_classes)}
@@ -73,21 +75,32 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
             head, hp["learning_rate"], train_f, val_f, t["frozen"]["epochs"], t["patience"],
             [log, StopOnNaN("train.frozen.learning_rate", "frozen")])
         phases["frozen"], done = (h, best), len(h["loss"])
+        # Phase 1's best: the weights (the head restored by early stopping, inside `model`) and their val loss.
+        phase1 = [(v, v.numpy()) for v in model.weights], h["val_loss"][best]
+    shipped = "frozen"
     if t["fine_tune"]["epochs"]:
         ft = t["fine_tune"]
         h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"] = fine_tune(
             model, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, augment=True),
             images(data["val"]), ft["epochs"], t["patience"],
             [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
-        phases["fine_tune"] = (h, best)
-    return models.for_deployment(model), phases, metrics, {"compute_dtype": models.backbone_policy(model)}
+        phases["fine_tune"], shipped = (h, best), "fine_tune"
+        if "frozen" in phases:
+            weights, loss = phase1
+            metrics["fine_tune_kept"] = bool(h["val_loss"][best] < loss)
+            if not metrics["fine_tune_kept"]:  # fine-tuning never beat the head alone: phase 1 ships
+                for variable, value in weights:
+                    variable.assign(value)
+                shipped = "frozen"
+    return models.for_deployment(model), phases, shipped, metrics, {"compute_dtype": models.backbone_policy(model)}
 
 
 def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job):
     """The whole network trained in one phase on augmented images (SGD with Nesterov momentum or AdamW, warm-up
     + cosine to 0), its trunk computing in bfloat16 where the CPU has it natively (train.scratch.precision; the
     head stays float32); shipped in float32, averaged over each image and its mirror image if
-    train.scratch.flip_tta. Returns (shipped model, {"scratch": (history, best epoch)}, metrics, conditions)."""
+    train.scratch.flip_tta. Returns (shipped model, {"scratch": (history, best epoch)}, "scratch", metrics,
+    conditions)."""
     t, s = params["train"], params["train"]["scratch"]
     policy = hardware.compute_policy(s["precision"], job.plan)
     model = scratch_model(trunk, n_classes, s, policy)
@@ -98,18 +111,18 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job)
     if s["flip_tta"]:  # what the mirror pass buys, on val: the single view's accuracy beside the shipped model's
         metrics["val_accuracy_single_view"] = models.for_deployment(model).evaluate(images(data["val"]), verbose=0)[1]
     shipped = models.for_deployment(model, flip_tta=s["flip_tta"])
-    return shipped, {"scratch": (h, best)}, metrics, {"compute_dtype": models.backbone_policy(model),
-                                                       "flip_tta": s["flip_tta"]}
+    return shipped, {"scratch": (h, best)}, "scratch", metrics, {"compute_dtype": models.backbone_policy(model),
+                                                                  "flip_tta": s["flip_tta"]}
 
 
-def summary(phases, recipe_metrics, deployed, val):
-    """Epochs run and best epoch per phase, the last phase's train figures at its best epoch, the shipped model's
-    val figures and the total training time."""
+def summary(phases, shipped, recipe_metrics, deployed, val):
+    """Epochs run and best epoch per phase, the train figures of the phase whose weights ship (`shipped`) at its
+    best epoch, the shipped model's val figures and the total training time."""
     metrics = {}
     for phase, (h, best) in phases.items():
         metrics[f"{phase}_epochs"] = len(h["loss"])
         metrics[f"{phase}_best_epoch"] = best + 1
-    last_h, last_best = list(phases.values())[-1]
+    last_h, last_best = phases[shipped]
     # Train figures are Keras' running averages over the best epoch (dropout and augmentation on).
     metrics["train_accuracy"] = last_h["accuracy"][last_best]
     metrics["train_loss"] = last_h["loss"][last_best]
@@ -143,9 +156,9 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
                                                        report=None) as live:
             trunk, info = load_trunk(job.name, features_dir)
             conditions.update(image_size=info["image_size"], weights=info["weights"])
-            deployed, phases, recipe_metrics, recipe_conditions = recipe(
+            deployed, phases, shipped, recipe_metrics, recipe_conditions = recipe(
                 trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
-        metrics = {**recipe_metrics, **summary(phases, recipe_metrics, deployed, images(data["val"]))}
+        metrics = {**recipe_metrics, **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
         conditions.update(recipe_conditions)
         # The files are complete before any is renamed into place; the curves follow.
         with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \

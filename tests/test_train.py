@@ -245,6 +245,40 @@ def test_fine_tune_straight_away_with_a_fresh_head(workdir):
     assert len(open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()) == 2
 
 
+@pytest.mark.slow
+def test_phase_2_that_never_beats_phase_1_falls_back_to_it(workdir):
+    """Fine-tuning at a rate that wrecks the backbone: its best val loss stays above the head's, so the
+    shipped model is phase 1's (the backbone as the features stage left it) and train.json says so."""
+    workdir["model"] = "mobilenetv2"
+    workdir["train"]["fine_tune"]["learning_rate"] = 1.0
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert metrics["fine_tune_epochs"] == 1 and metrics["fine_tune_kept"] is False
+    shipped = keras.models.load_model("models/model.keras")
+    trunk = keras.models.load_model("data/features/trunk.keras")
+    backbone = {w.path.split("/", 1)[-1]: w.numpy() for w in shipped.get_layer("backbone").weights}
+    frozen = {w.path.split("/", 1)[-1]: w.numpy() for w in trunk.get_layer("backbone").weights}
+    assert backbone.keys() == frozen.keys() and all(np.array_equal(backbone[k], frozen[k]) for k in frozen)
+    # The val figures are the shipped model's: its val loss is phase 1's (on cached features then, on images
+    # now), below phase 2's.
+    phase1, phase2 = [float(line.split("\t")[-1]) for line in
+                      open("plots/train/plots/metrics/eval/loss.tsv").read().strip().splitlines()[1:]]
+    assert phase2 > phase1 and metrics["val_loss"] == pytest.approx(phase1, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_early_stopping_watching_from_the_end_watches_the_last_epoch(workdir):
+    """`watch_from_fraction: 1.0` (allowed) watches the last epoch, whose weights ship, and says so; it used to
+    watch nothing and report epoch 1 as best."""
+    workdir["model"] = "basecnn"
+    workdir["train"]["scratch"].update(epochs=2, watch_from_fraction=1.0, flip_tta=False)
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert metrics["scratch_epochs"] == metrics["scratch_best_epoch"] == 2
+
+
 @pytest.mark.parametrize("model, zeros, match", [
     ("mobilenetv2", ("frozen", "fine_tune"), "`train.frozen.epochs` and `train.fine_tune.epochs` are both 0"),
     ("basecnn", ("scratch",), "`train.scratch.epochs` is 0, but basecnn trains from scratch"),
