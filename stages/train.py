@@ -123,9 +123,11 @@ def summary(phases, shipped, recipe_metrics, deployed, val):
         metrics[f"{phase}_epochs"] = len(h["loss"])
         metrics[f"{phase}_best_epoch"] = best + 1
     last_h, last_best = phases[shipped]
-    # Train figures are Keras' running averages over the best epoch (dropout and augmentation on).
-    metrics["train_accuracy"] = last_h["accuracy"][last_best]
-    metrics["train_loss"] = last_h["loss"][last_best]
+    # Keras' running averages over the best epoch, of the training objective (augmentation, dropout and label
+    # smoothing on): named for what they are, as they do not compare with val_loss, the plain cross-entropy
+    # of the shipped model.
+    metrics["train_running_accuracy"] = last_h["accuracy"][last_best]
+    metrics["train_running_loss"] = last_h["loss"][last_best]
     metrics["val_loss"], metrics["val_accuracy"] = deployed.evaluate(val, verbose=0)
     metrics["train_time_s"] = sum(recipe_metrics.get(f"{p}_time_s", 0) for p in ("frozen", "fine_tune", "scratch"))
     return metrics

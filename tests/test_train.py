@@ -157,7 +157,7 @@ def test_every_entry_builds_and_trains(trained, shipped, name, machine_plan):
         assert load_npz("data/features/train.npz")["x"].shape[0] == 40 and metrics["frozen_epochs"] == 1
     else:
         assert not info["frozen_phase"] and metrics["scratch_epochs"] == 1
-    for key in ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "train_time_s"):
+    for key in ("train_running_accuracy", "train_running_loss", "val_accuracy", "val_loss", "train_time_s"):
         assert np.isfinite(metrics[key])
     model, outputs = shipped(route_of(name))
     # The file is weights + architecture, without optimizer state (which would add 2x the trainable weights).
