@@ -75,23 +75,22 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
             head, hp["learning_rate"], train_f, val_f, t["frozen"]["epochs"], t["patience"],
             [log, StopOnNaN("train.frozen.learning_rate", "frozen")])
         phases["frozen"], done = (h, best), len(h["loss"])
-        # Phase 1's best: the weights (the head restored by early stopping, inside `model`) and their val loss.
-        phase1 = [(v, v.numpy()) for v in model.weights], h["val_loss"][best]
-    shipped = "frozen"
     if t["fine_tune"]["epochs"]:
         ft = t["fine_tune"]
+        # Phase 1's best weights (the head restored by early stopping, inside `model`), for phase 2 to beat.
+        phase1 = [(v, v.numpy()) for v in model.weights] if phases else None
         h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"] = fine_tune(
             model, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, augment=True),
             images(data["val"]), ft["epochs"], t["patience"],
             [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
-        phases["fine_tune"], shipped = (h, best), "fine_tune"
-        if "frozen" in phases:
-            weights, loss = phase1
-            metrics["fine_tune_kept"] = bool(h["val_loss"][best] < loss)
+        phases["fine_tune"] = (h, best)
+        if phase1 is not None:
+            frozen_h, frozen_best = phases["frozen"]
+            metrics["fine_tune_kept"] = bool(h["val_loss"][best] < frozen_h["val_loss"][frozen_best])
             if not metrics["fine_tune_kept"]:  # fine-tuning never beat the head alone: phase 1 ships
-                for variable, value in weights:
+                for variable, value in phase1:
                     variable.assign(value)
-                shipped = "frozen"
+    shipped = "frozen" if metrics.get("fine_tune_kept") is False else list(phases)[-1]
     return models.for_deployment(model), phases, shipped, metrics, {"compute_dtype": models.backbone_policy(model)}
 
 
@@ -122,12 +121,12 @@ def summary(phases, shipped, recipe_metrics, deployed, val):
     for phase, (h, best) in phases.items():
         metrics[f"{phase}_epochs"] = len(h["loss"])
         metrics[f"{phase}_best_epoch"] = best + 1
-    last_h, last_best = phases[shipped]
+    h, best = phases[shipped]
     # Keras' running averages over the best epoch, of the training objective (augmentation, dropout and label
     # smoothing on): named for what they are, as they do not compare with val_loss, the plain cross-entropy
     # of the shipped model.
-    metrics["train_running_accuracy"] = last_h["accuracy"][last_best]
-    metrics["train_running_loss"] = last_h["loss"][last_best]
+    metrics["train_running_accuracy"] = h["accuracy"][best]
+    metrics["train_running_loss"] = h["loss"][best]
     metrics["val_loss"], metrics["val_accuracy"] = deployed.evaluate(val, verbose=0)
     metrics["train_time_s"] = sum(recipe_metrics.get(f"{p}_time_s", 0) for p in ("frozen", "fine_tune", "scratch"))
     return metrics
