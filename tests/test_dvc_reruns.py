@@ -24,9 +24,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.params import CHOICES, FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS
+from core.params import CHOICES, FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS, get
 from core.params import load as load_params
 from core.reads import READS, reads
+from test_bad_inputs import set_key
+from test_params import leaves
 from tiny_repo import dvc
 
 pytestmark = pytest.mark.e2e
@@ -50,19 +52,9 @@ def every_key(params):
     return [k for k in params if k not in KEYS] + keys
 
 
-def get(params, key):
-    for part in key.split("."):
-        params = params[part]
-    return params
-
-
 def with_value(params, key, value):
     out = copy.deepcopy(params)
-    *parents, leaf = key.split(".")
-    node = out
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
+    set_key(out, key, value)
     return out
 
 
@@ -223,10 +215,3 @@ def test_dvc_reruns_only_what_changed(route_copy, tmp_path, monkeypatch):
         write_params(project, params)
         assert ran(repro(project)) == (set(), set(model_stages))
 
-
-def leaves(tree, prefix=""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value

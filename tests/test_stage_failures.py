@@ -15,20 +15,12 @@ import pytest
 from core.data import CIFAR10_CLASSES
 from core.io import DiskFullError, save_npz, write_json
 from stages import corrupt_cifar10
+from test_bad_inputs import listing, snapshot
 
 
-def outputs(*roots):
-    """{path: bytes} of every file under `roots` (files or directories), and the names beside them."""
-    files = {}
-    for root in map(Path, roots):
-        for path in ([root] if root.is_file() else sorted(root.rglob("*"))):
-            if path.is_file():
-                files[str(path)] = path.read_bytes()
-    return files
-
-
-def listing(*dirs):
-    return {d: sorted(p.name for p in Path(d).iterdir()) for d in dirs}
+def outputs(paths):
+    """{path: its bytes, or for a directory test_bad_inputs.snapshot's {file: bytes}}."""
+    return {p: snapshot(Path(p)) if Path(p).is_dir() else Path(p).read_bytes() for p in paths}
 
 
 def save_model(seed):
@@ -86,9 +78,9 @@ def test_a_failed_run_keeps_the_previous_outputs_together(workdir, monkeypatch, 
     module = importlib.import_module(f"stages.{stage}")
     paths, profile_change = STAGES[stage]
     module.main(workdir)
-    before = outputs(*paths)
-    dirs = sorted({str(Path(p).parent) for p in paths} | {paths[0]})
-    names = listing(*dirs)
+    before = outputs(paths)
+    dirs = sorted({Path(p).parent for p in paths} | {Path(paths[0])})
+    names = [listing(d) for d in dirs]
 
     save_model(1)  # the next run's model computes other figures
     workdir["profile"].update(profile_change)
@@ -96,14 +88,14 @@ def test_a_failed_run_keeps_the_previous_outputs_together(workdir, monkeypatch, 
         failing_last_write(module, m)
         with pytest.raises(DiskFullError, match="disk full while writing it"):
             module.main(workdir)
-    assert outputs(*paths) == before
-    assert listing(*dirs) == names  # no temporary file or directory left beside them
+    assert outputs(paths) == before
+    assert [listing(d) for d in dirs] == names  # no temporary file or directory left beside them
 
     # The same run, not failing, changes the plots or exports and the metrics, which the failed one kept
     # together (the conditions, which record the settings, may stay the same).
     module.main(workdir)
-    previous = {p: {k: v for k, v in before.items() if k == p or k.startswith(p + "/")} for p in paths}
-    assert [p for p in paths[:2] if outputs(p) != previous[p]] == paths[:2]
+    after = outputs(paths)
+    assert [p for p in paths[:2] if after[p] != before[p]] == paths[:2]
 
 
 def history_of_weights(model):

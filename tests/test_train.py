@@ -23,6 +23,7 @@ from core.io import load_npz, save_npz, write_json
 from core.models import REGISTRY
 from core.params import load
 from stages import features, resolve_params, train
+from test_bad_inputs import set_key
 
 PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]
 
@@ -81,11 +82,7 @@ def shared_run(tmp_path_factory, request):
                 one_epoch_setup(params)
                 params["model"] = name
                 for key, value in changes.items():
-                    *parents, last = key.split(".")
-                    target = params
-                    for part in parents:
-                        target = target[part]
-                    target[last] = value
+                    set_key(params, key, value)
                 if params["weights"] == "imagenet":
                     from keras.src.utils import file_utils
                     from standin_weights import serve_from
