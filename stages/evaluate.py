@@ -5,18 +5,22 @@ Writes metrics/evaluate.json (accuracy, loss, macro F1, calibration error per
 set, CINIC accuracy per origin, the drop between the sets; under `corruptions`
 accuracy per corruption, per severity and per family, their mean and its drop
 from clean), metrics/conditions/evaluate.json (what each figure was measured
-on: image counts, or why a set is absent) and plots/evaluate/: confusion matrices as `actual,predicted` rows, per-class
+on: image counts, or why a set is absent), data/predictions/ (every image's true and predicted class and class
+probabilities, for val, test, CINIC-10 and CIFAR-10-C: the comparison's intervals and paired tests are computed
+from these) and plots/evaluate/: confusion matrices as `actual,predicted` rows, per-class
 precision / recall / F1, a grid of misclassified CINIC-10 images, accuracy vs
 severity per corruption family and per corruption (CSV), a corruption x
 severity heatmap and a
 grid of test images under every corruption.
 """
 
+import hashlib
+
 import numpy as np
 
 from core import robustness
 from core.contracts import load_images, load_model, read_dataset_info, read_json
-from core.io import atomic_dir, atomic_path, csv_text, write_json, write_text
+from core.io import atomic_dir, atomic_path, csv_text, save_npz, write_json, write_text
 from core.metrics import classification_report
 from core.params import ParamError
 from core.plotting import pyplot
@@ -43,9 +47,43 @@ def misclassified_grid(path, x, y, probs, classes, origins, n=24):
     plt.close(fig)
 
 
+PLOTTED = {"test", "cinic10"}  # val is scored and its predictions kept, but it is the selection set: no plots
+
+
+def images_digest(*arrays):
+    """sha256 of the images' bytes: two experiments' predictions pair only if they were made on the same
+    images (the same data_seed and data), which equal labels alone do not show."""
+    digest = hashlib.sha256()
+    for x in arrays:
+        digest.update(np.ascontiguousarray(x).tobytes())
+    return digest.hexdigest()
+
+
+def prediction_arrays(y, probs, digest, **extra):
+    """One set's per-image record: `y` and `pred` uint8, `prob` float16, the images' digest. `pred` is the argmax
+    of the float32 probabilities, so it agrees with every accuracy in the metrics."""
+    probs = np.asarray(probs)
+    return {"y": np.broadcast_to(np.asarray(y, np.uint8), probs.shape[:-1]), "pred": probs.argmax(axis=-1).astype(np.uint8),
+            "prob": probs.astype(np.float16), "images_sha256": np.array(digest), **extra}
+
+
+def write_predictions(out_dir, sets, probs, corruptions):
+    """data/predictions/<set>.npz for every scored set; cifar10c.npz holds (corruption, severity, image) arrays
+    and the corruption names in that order, with `index`, the images' positions in the test split."""
+    for set_name, data in sets.items():
+        save_npz(out_dir / f"{set_name}.npz", **prediction_arrays(data["y"], probs[set_name], images_digest(data["x"])))
+    corrupted, c_report, c_data, c_probs, digest = corruptions
+    if c_report:
+        names = list(c_probs)
+        first = c_data[names[0]]  # every corruption's file holds the same images (corrupt_cifar10)
+        save_npz(out_dir / "cifar10c.npz", **prediction_arrays(
+            first["y"], np.stack([c_probs[n] for n in names]), digest, corruptions=np.array(names),
+            index=np.asarray(first["index"], np.int64)))
+
+
 def load_sets(data_dir, cinic_dir, classes):
-    """The labelled sets to score: the test split, and the CINIC-10 sample when one was taken."""
-    sets = {"test": load_images(f"{data_dir}/test.npz", len(classes))}
+    """The labelled sets to score: the validation and test splits, and the CINIC-10 sample when one was taken."""
+    sets = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("val", "test")}
     cinic_info = read_json(f"{cinic_dir}/info.json", "sample_cinic10", keys=("classes",))
     cinic = load_images(f"{cinic_dir}/sample.npz", len(cinic_info["classes"]), stage="sample_cinic10",
                         keys=("x", "y", "origin"))
@@ -84,24 +122,26 @@ def score_sets(sets, infer, classes):
 
 
 def score_corruptions(cifar10c_dir, infer, test_probs):
-    """CIFAR-10-C through the same prediction call: (info, report or None, kept examples, probabilities)."""
+    """CIFAR-10-C through the same prediction call: (info, report or None, kept examples, probabilities, digest
+    of every corrupted image)."""
     corrupted = robustness.load_info(cifar10c_dir)
     if not corrupted["available"]:
-        return corrupted, None, {}, {}
-    c_probs, c_data = {}, {}
+        return corrupted, None, {}, {}, None
+    c_probs, c_data, digest = {}, {}, hashlib.sha256()
     for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
         x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
         c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
         c_data[c_name] = robustness.keep_examples(data)
+        digest.update(images_digest(x).encode())
     report = robustness.corruption_report(data["y"], test_probs[data["index"]], c_probs,
                                           robustness.families(corrupted))
-    return corrupted, report, c_data, c_probs
+    return corrupted, report, c_data, c_probs, digest.hexdigest()
 
 
 def write_plots(out_dir, sets, tables, probs, classes, corruptions, name):
     """The plot files, into `out_dir` (the temporary directory that replaces plots/evaluate with the metrics)."""
-    corrupted, c_report, c_data, c_probs = corruptions
-    for set_name in sets:
+    corrupted, c_report, c_data, c_probs, _ = corruptions
+    for set_name in PLOTTED & sets.keys():
         # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
         write_text(out_dir / "confusion" / f"{set_name}.csv", tables[set_name]["confusion"])
         write_text(out_dir / "per_class" / f"{set_name}.csv", tables[set_name]["per_class"])  # class accuracy = recall
@@ -116,14 +156,14 @@ def write_plots(out_dir, sets, tables, probs, classes, corruptions, name):
 
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",
          metrics_path="metrics/evaluate.json", conditions_path="metrics/conditions/evaluate.json",
-         plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c"):
+         plots_dir="plots/evaluate", cifar10c_dir="data/cifar10c", predictions_dir="data/predictions"):
     job = start(params, "evaluate")  # threads sized to this machine's usable cores
     name, batch_size = job.name, job.checked["evaluate.batch_size"]
     classes = read_dataset_info(data_dir)["classes"]
     model = load_model(model_path)
     sets = load_sets(data_dir, cinic_dir, classes)
 
-    def infer(x):  # the one prediction call: the test set, CINIC-10 and every corrupted array (raw images)
+    def infer(x):  # the one prediction call: val, test, CINIC-10 and every corrupted array (raw images)
         return predict_images(model, x, batch_size)
 
     metrics, conditions, tables, probs = score_sets(sets, infer, classes)
@@ -135,10 +175,11 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     else:
         conditions["corruptions"] = robustness.unavailable(corrupted)
 
-    # Plots, metrics and conditions replace the previous ones together, once all are written: a run that fails
-    # leaves the previous set, consistent.
-    with atomic_dir(plots_dir) as plots_tmp, atomic_path(metrics_path) as metrics_tmp, \
-            atomic_path(conditions_path) as conditions_tmp:
+    # Predictions, plots, metrics and conditions replace the previous ones together, once all are written: a run
+    # that fails leaves the previous set, consistent.
+    with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(plots_dir) as plots_tmp, \
+            atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
+        write_predictions(predictions_tmp, sets, probs, corruptions)
         write_plots(plots_tmp, sets, tables, probs, classes, corruptions, name)
         write_json(metrics_tmp, metrics)
         write_json(conditions_tmp, conditions)

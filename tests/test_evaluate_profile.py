@@ -81,8 +81,9 @@ def made(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(directory)
         rng = np.random.default_rng(0)
-        save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8),
-                 y=(np.arange(60) % 10).astype(np.uint8))
+        for split, n in (("val", 40), ("test", 60)):
+            save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                     y=(np.arange(n) % 10).astype(np.uint8))
         write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})
         origin = np.array(["imagenet", "cifar10"] * 15)
         save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
@@ -162,6 +163,39 @@ def test_evaluate_figures_equal_model_evaluate(evaluated, evaluated_model):
     assert Image.open("plots/evaluate/cinic10_misclassified.png").format == "PNG"
 
 
+def test_evaluate_keeps_every_images_prediction(evaluated, evaluated_model):
+    """data/predictions/<set>.npz: per image the true class, the predicted class (uint8) and the probabilities
+    (float16), the predictions the metrics count; for CIFAR-10-C with (corruption, severity) axes, the names
+    in order and the images' places in the test split. Each file names its images by digest, so the
+    comparison pairs two models' predictions only on the same images."""
+    model = evaluated_model
+    m = json.loads(open("metrics/evaluate.json").read())
+    digests = set()
+    for set_name, path in (("val", "data/cifar10/val.npz"), ("test", "data/cifar10/test.npz"),
+                           ("cinic10", "data/cinic10/sample.npz")):
+        data, kept = load_npz(path), load_npz(f"data/predictions/{set_name}.npz")
+        assert set(kept) == {"y", "pred", "prob", "images_sha256"}
+        assert kept["y"].dtype == kept["pred"].dtype == np.uint8 and kept["prob"].dtype == np.float16
+        np.testing.assert_array_equal(kept["y"], data["y"])
+        probs = model.predict(data["x"], verbose=0)
+        np.testing.assert_array_equal(kept["pred"], probs.argmax(1))
+        np.testing.assert_allclose(kept["prob"], probs, atol=1e-3)
+        assert m[set_name]["accuracy"] == pytest.approx(np.mean(kept["pred"] == kept["y"]))
+        digests.add(str(kept["images_sha256"]))
+    assert len(digests) == 3
+    c = load_npz("data/predictions/cifar10c.npz")
+    assert list(c["corruptions"]) == ["gaussian_noise", "fog", "pixelate"]
+    assert c["y"].shape == c["pred"].shape == (3, 5, 20) and c["prob"].shape == (3, 5, 20, 10)
+    fog = load_npz("data/cifar10c/fog.npz")
+    np.testing.assert_array_equal(c["index"], fog["index"])
+    np.testing.assert_array_equal(c["y"][1, 4], fog["y"])
+    np.testing.assert_array_equal(c["pred"][1, 4], model.predict(fog["x"][4], verbose=0).argmax(1))
+    mean = json.loads(open("metrics/evaluate.json").read())["corruptions"]["mean_accuracy"]
+    assert mean == pytest.approx(np.mean(c["pred"] == c["y"]))
+    # val is scored for the comparison, not drawn: it is the selection set.
+    assert not Path("plots/evaluate/confusion/val.csv").exists()
+
+
 def test_evaluate_without_shift_set_says_so(workdir):
     save_npz("data/cinic10/sample.npz", x=np.zeros((0, 32, 32, 3), np.uint8), y=np.zeros(0, np.uint8),
              origin=np.zeros(0, "<U8"))
@@ -172,6 +206,7 @@ def test_evaluate_without_shift_set_says_so(workdir):
     conditions = json.loads(open("metrics/conditions/evaluate.json").read())
     assert conditions["cinic10"] == {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
     assert conditions["test"] == {"available": True, "images": len(load_npz("data/cifar10/test.npz")["y"])}
+    assert sorted(p.name for p in Path("data/predictions").iterdir()) == ["cifar10c.npz", "test.npz", "val.npz"]
 
 
 def test_evaluate_reports_every_corruption_and_severity(evaluated, evaluated_model):
@@ -224,6 +259,7 @@ def test_evaluate_without_corruptions_says_so(workdir):
     c = json.loads(open("metrics/conditions/evaluate.json").read())["corruptions"]
     assert c == {"available": False, "reason": "corruptions.per_class is 0: no corrupted images were made"}
     assert not any(p.name.startswith("corruption_") for p in Path("plots/evaluate").iterdir())
+    assert not Path("data/predictions/cifar10c.npz").exists()
 
 
 def test_latency_percentiles_are_of_the_timed_calls_only(monkeypatch):
