@@ -17,8 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from compare.figures import FIGURES, draw
-from compare.table import (COLUMNS, CONDITIONS, MCE_BASELINE, MODELS, NA, comparison_table, conditions_text,
-                           constraints, explain, fmt, main_table, pareto_front, recommend, tflite_table)
+from compare.pairwise import INTERVAL_COLUMNS, model_scores, pairwise, pairwise_csv, with_intervals
+from compare.predictions import exp_predictions
+from compare.table import (COLUMNS, CONDITIONS, MCE_BASELINE, MODELS, NA, SEED_SPREAD, SET_TEXT, comparison_table,
+                           conditions_text, constraints, explain, fmt, main_table, markdown, param_keys,
+                           pareto_front, recommend, runs_of, tflite_table)
 from core import StageError
 from core.io import write_text
 
@@ -61,7 +64,24 @@ MCE_NOTE = ("CIFAR-10-C: the 15 corruptions x 5 severities of Hendrycks & Diette
             "lower is better.")
 
 
-def report_markdown(table, rec, figure_links):
+STATS_NOTE = ("Intervals are 95 %. An accuracy's is Wilson's for one run judged right or wrong per image; over "
+              "several training seeds, and for CIFAR-10-C (each image's share of its 75 corrupted versions right), a "
+              "percentile bootstrap over the images and the seeds. A difference's is a paired bootstrap (the same "
+              "images resampled for both models, 2,000 times, seeded), with the exact McNemar test on the images "
+              "only one model gets right, for one run each (n/a otherwise: it tests two fixed classifiers). "
+              "Over several seeds a model's score on an image is its share of seeds that get it right, so the "
+              "difference is that of the seeds' mean accuracies.")
+
+
+def pairwise_table(pairs):
+    return markdown(["model a", "model b", "set", "images", "a (%)", "b (%)", "a − b (points) [95 % CI]",
+                     "McNemar p"],
+                    [[r.model_a, r.model_b, SET_TEXT[r.set], r.n, f"{100 * r.accuracy_a:.2f}",
+                      f"{100 * r.accuracy_b:.2f}", f"{100 * r.difference:.2f} [{100 * r.ci_low:.2f}, "
+                      f"{100 * r.ci_high:.2f}]", fmt(r.mcnemar_p, ".3g")] for r in pairs.itertuples()])
+
+
+def report_markdown(table, rec, figure_links, pairs, unpaired):
     """reports/comparison.md: the conditions and the recommendation first, then the tables and the figures."""
     ok = table[table.status == "ok"]
     out = ["# Backbone comparison", "", f"Conditions: {conditions_text(table)}.", ""]
@@ -72,12 +92,20 @@ def report_markdown(table, rec, figure_links):
     if (ok.weights == "none").any():
         out += ["These runs used `weights: none` (random initialisation): backbone accuracies measure cost, "
                 "not transfer quality.", ""]
+    if (ok.seeds > 1).any():
+        out += ["Models with several training seeds (same images, `data_seed`): each figure is the mean over "
+                "the seeds, sd their standard deviation.", ""]
     out += ["## Recommendation", "", "```", explain(rec), "```", "",
-            "## Accuracy and cost", "", main_table(table), MCE_NOTE, "", "## TFLite exports", "", tflite_table(table)]
+            "## Accuracy and cost", "", main_table(table), MCE_NOTE, "",
+            "## Paired comparisons", "", pairwise_table(pairs) if len(pairs) else
+            "No pair of models has per-image predictions on the same images (data/predictions).", "",
+            *(f"Not paired: {why}." for why in unpaired), STATS_NOTE, "",
+            "## TFLite exports", "", tflite_table(table)]
     failed = table.status[table.status != "ok"]
     if len(failed):
-        out += ["## Without results", "", *(f"- {m}: {s}; " + (f"its log: `dvc queue logs {m}`" if s == "failed" else
-                                                            "see `dvc queue status`") for m, s in failed.items()), ""]
+        out += ["## Without results", "", *(f"- {m}: {s}; " + (
+            f"its log: {', '.join(f'`dvc queue logs {e}`' for e in table.experiments[m].split(', '))}"
+            if s == "failed" else "see `dvc queue status`") for m, s in failed.items()), ""]
     return "\n".join(out + ["## Figures", "", *(f"![{title}]({link})" for link, title in figure_links)]) + "\n"
 
 
@@ -92,30 +120,41 @@ def pareto_csv(table, rec):
                          "on_latency_front": shown.index.isin(front)}).to_csv(na_rep=NA, lineterminator="\n")
 
 
+SPREAD_COLUMNS = [f"{c.removesuffix('_pct')}_std_pp" for c in SEED_SPREAD]
+
+
 def comparison_csv(table):
-    """Every column, one row per model; missing figures are "n/a" (pandas reads them as NaN)."""
-    return table[["status", *COLUMNS]].round(4).to_csv(na_rep=NA, lineterminator="\n")
+    """Every column, one row per model, with each accuracy's 95 % interval and seed spread; missing figures are
+    "n/a" (pandas reads them as NaN)."""
+    return table.reindex(columns=["status", *COLUMNS, *INTERVAL_COLUMNS, *SPREAD_COLUMNS]).round(4).to_csv(
+        na_rep=NA, lineterminator="\n")
 
 
-def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/compare"):
-    """The table of exp_show `records`, the recommendation under params' `compare` limits, and the reports:
-    tables in `out_dir`, figures in `plots_dir` (declared as DVC plots in dvc.yaml)."""
+def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/compare", read=exp_predictions):
+    """The table of exp_show `records` (a model's training seeds averaged), each accuracy's interval and the
+    paired comparisons from the experiments' per-image predictions (`read`: record -> {set: arrays}), the
+    recommendation under params' `compare` settings, and the reports: tables in `out_dir`, figures in
+    `plots_dir` (declared as DVC plots in dvc.yaml)."""
     limits = constraints(params)  # checked before anything is written
-    rows = comparison_table(records, names)
+    rows = comparison_table(records, names, param_keys(params))
     if not (rows.status == "ok").any():
         raise StageError(f"no experiment named {', '.join(names)} has results at HEAD (see `dvc exp show`); "
                          "run `make benchmark` first")
-    rec = recommend(rows, limits)
+    runs = runs_of(records, names)
+    scores = model_scores({m: [read(r) for r in runs[m]] for m in rows.index[rows.status == "ok"]})
+    rows = with_intervals(rows, scores)
+    pairs, unpaired = pairwise(scores, names)
+    rec = recommend(rows, limits, pairs)
     out, plots = Path(out_dir), Path(plots_dir)
     draw(plots, rows, rec, conditions_text(rows))
     write_text(plots / "pareto.csv", pareto_csv(rows, rec))
     write_text(out / "comparison.csv", comparison_csv(rows))
-    write_text(out / "comparison_conditions.csv", rows[["status", *CONDITIONS, "cinic10", "cifar10c"]].to_csv(
-        na_rep=NA, lineterminator="\n"))
+    write_text(out / "pairwise.csv", pairwise_csv(pairs))
+    write_text(out / "comparison_conditions.csv", rows[["status", *CONDITIONS, "seeds", "seed", "experiments",
+                                                        "cinic10", "cifar10c"]].to_csv(na_rep=NA, lineterminator="\n"))
     links = [(os.path.relpath(plots / name, out), title) for name, title in FIGURES]
-    write_text(out / "comparison.md", report_markdown(rows, rec, links))
+    write_text(out / "comparison.md", report_markdown(rows, rec, links, pairs, unpaired))
     print(explain(rec))
-    print(f"\nwrote {out}/comparison.md, comparison.csv and comparison_conditions.csv, {plots}/pareto.csv and "
-          f"{len(FIGURES)} figures")
+    print(f"\nwrote {out}/comparison.md, comparison.csv, pairwise.csv and comparison_conditions.csv, "
+          f"{plots}/pareto.csv and {len(FIGURES)} figures")
     return rec
-

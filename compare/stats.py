@@ -61,3 +61,60 @@ def mcnemar_exact(correct_a, correct_b):
     if only_a + only_b == 0:
         return 1.0
     return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def _bootstrap_means(scores, images, seed_picks):
+    """Per resample, the mean score over the picked images, each seed's row weighted by how often it was
+    picked: scores (seeds, n), images (resamples, n) indices, seed_picks (resamples, seeds) counts."""
+    per_seed = scores[:, images].mean(axis=-1)  # (seeds, resamples)
+    return np.einsum("sr,rs->r", per_seed, seed_picks / seed_picks.sum(axis=1, keepdims=True))
+
+
+def bootstrap(scores_a, scores_b=None, resamples=2000, seed=0, level=0.95, chunk=100):
+    """The mean score of a (minus b's, on the same images) and its percentile interval, resampling the images
+    (shared by a and b: the pairing) and, for a model with several training seeds, its seeds too, so the
+    interval holds both sources of noise. scores: (seeds, images), each image's correctness (or its share of
+    right answers, over seeds or corrupted versions) in [0, 1]. Returns (mean or difference, low, high)."""
+    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64))
+    b = None if scores_b is None else np.atleast_2d(np.asarray(scores_b, dtype=np.float64))
+    n = a.shape[1]
+    if b is not None and b.shape[1] != n:
+        raise ValueError(f"paired comparison needs the same images for both models, got {n} and {b.shape[1]}")
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        images = rng.integers(0, n, (size, n))
+        value = _bootstrap_means(a, images, rng.multinomial(len(a), [1 / len(a)] * len(a), size))
+        if b is not None:
+            value = value - _bootstrap_means(b, images, rng.multinomial(len(b), [1 / len(b)] * len(b), size))
+        values.append(value)
+    tail = (1 - level) / 2
+    low, high = np.quantile(np.concatenate(values), [tail, 1 - tail])
+    point = a.mean() - (0 if b is None else b.mean())
+    return float(point), float(low), float(high)
+
+
+def accuracy_interval(scores):
+    """95 % interval of a model's accuracy from its per-image scores (seeds, images): Wilson for one run scored
+    right or wrong per image, else the bootstrap over images (and seeds). Returns (low, high)."""
+    s = np.atleast_2d(scores)
+    if len(s) == 1 and np.isin(s, (0, 1)).all():
+        return wilson(int(s.sum()), s.shape[1])
+    return bootstrap(s)[1:]
+
+
+def paired(scores_a, scores_b, resamples=2000, seed=0):
+    """Two models on the same images: {difference, ci_low, ci_high, mcnemar_p} of a minus b. One run each,
+    right or wrong per image: the multinomial paired bootstrap and the exact McNemar test. Otherwise (several
+    seeds, or CIFAR-10-C's shares of right answers) the bootstrap over images and seeds, and no McNemar p: it
+    tests two fixed classifiers' binary outcomes on independent images, which these scores are not."""
+    a, b = np.atleast_2d(scores_a), np.atleast_2d(scores_b)
+    if len(a) == len(b) == 1 and np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
+        ca, cb = a[0].astype(bool), b[0].astype(bool)
+        difference, low, high = paired_bootstrap(ca, cb, resamples, seed)
+        return {"difference": difference, "ci_low": low, "ci_high": high, "mcnemar_p": mcnemar_exact(ca, cb)}
+    difference, low, high = bootstrap(a, b, resamples, seed)
+    return {"difference": difference, "ci_low": low, "ci_high": high, "mcnemar_p": math.nan}

@@ -5,11 +5,14 @@ no stage uses it, so it is the comparison's, here, not in core/.
 """
 import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pandas as pd
 
+from compare.pairwise import INTERVAL_COLUMNS, SET_COLUMNS, between
+from core import StageError
 from core.corruptions import NAMES as CORRUPTIONS
 from core.params import TFLITE_KINDS, check_section, choice, get, number
 from core.registry import REGISTRY
@@ -50,6 +53,8 @@ COLUMNS = {
 LABELS = {name: column[1] for name, column in COLUMNS.items()}
 FORMATS = {name: column[2] if len(column) > 2 else ".2f" for name, column in COLUMNS.items()}
 MAIN_COLUMNS = [c for c in COLUMNS if not c.startswith(("tflite_", "subset_", "cifar10c_"))]
+# The accuracies whose spread over training seeds is reported (<column without _pct>_std_pp).
+SEED_SPREAD = ("val_accuracy_pct", "test_accuracy_pct", "cinic10_accuracy_pct", "corruption_accuracy_pct")
 # Condition column -> record keys, the first with a value wins. `conditions.<stage>.<key>` is read from the
 # experiment's metrics/conditions/<stage>.json (compare.report.with_conditions): the image size a model really
 # ran at (basecnn: 32) before the param. A param is named with its file only where a metric shares its name.
@@ -58,7 +63,8 @@ CONDITIONS = {"weights": ("params.yaml:weights", "weights", "conditions.train.we
                                 "params.yaml:image_size", "image_size"),
               "cifar10_format": ("cifar10.format",), "train_fraction": ("cifar10.train_fraction",),
               "cpu": ("conditions.profile.cpu",), "usable_cores": ("conditions.profile.usable_cores",),
-              "tensorflow": ("conditions.profile.tensorflow",)}
+              "tensorflow": ("conditions.profile.tensorflow",),
+              "flip_tta": ("conditions.train.flip_tta",)}
 NUMERIC_CONDITIONS = ["image_size_px", "train_fraction", "usable_cores"]
 
 # compare.<key> -> (column it limits, what it is called, unit). Latency is limited at p90, the figure MLPerf's
@@ -67,6 +73,7 @@ LIMITS = {"max_latency_ms": ("latency_p90_ms", "batch-1 latency p90", "ms"),
           "max_size_mb": ("size_mb", "size on disk", "MB"),
           "max_peak_rss_mb": ("peak_rss_mb", "peak RSS", "MB")}
 RANK_BY = ("val_accuracy", "test_accuracy", "cinic10_accuracy", "corruption_accuracy")  # column: <rank_by>_pct
+RANK_SETS = {f"{column}_pct": name for name, column in SET_COLUMNS.items()}  # the predictions set of each
 # Held-out sets: a model selected on one has an optimistic figure there. The validation split is for selection.
 HELD_OUT = {"test_accuracy_pct": "CIFAR-10 test", "cinic10_accuracy_pct": "CINIC-10",
             "corruption_accuracy_pct": "CIFAR-10-C"}
@@ -87,13 +94,58 @@ def finite(frame):
     return numbers.where(numbers.abs() < float("inf"))
 
 
-def comparison_table(records, names=MODELS):
-    """One row per name (the index, named model), from the newest experiment of that name (exp_show lists the
-    newest first): its status, every column in its unit (NaN where not measured) and its conditions."""
-    found = {}
+def param_keys(params, prefix=""):
+    """Every leaf of params.yaml but compare.* (which changes no experiment), as exp_show names it: dotted, or
+    `params.yaml:<key>` where a metric has the same name. runs_of checks these."""
+    keys = []
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            keys += param_keys(value, f"{name}.") if name != "compare" else []
+        else:
+            keys += [name, f"params.yaml:{name}"]
+    return keys
+
+
+def seed_name(model, seed):
+    """The experiment name of one training seed of a model, when make benchmark runs several (SEEDS=N)."""
+    return f"{model}-seed{seed}"
+
+
+def model_of(name, names):
+    """The model an experiment name belongs to: `<model>`, or `<model>-seed<k>` (seed_name); None for others."""
+    return next((m for m in names if name == m or re.fullmatch(re.escape(m) + r"-seed\d+", str(name))), None)
+
+
+def record_seed(record):
+    seed = record.get("params.yaml:seed", record.get("seed"))
+    return None if seed is None else str(seed)
+
+
+def runs_of(records, names, param_keys=()):
+    """model -> its experiments, newest first (exp_show lists the newest first), one per training seed: the
+    experiments named `<model>` or `<model>-seed<k>`, the newest of each seed. Experiments of one model must
+    differ in `seed` only (`param_keys`: the params to check, as exp_show names them): otherwise their mean
+    would mix settings, and the comparison stops, naming them and the params that differ."""
+    runs = {}
     for record in records:
-        found.setdefault(record.get("Experiment"), record)
-    frame = pd.DataFrame([found.get(n, {"State": "not found"}) for n in names], index=pd.Index(names, name="model"))
+        model = model_of(record.get("Experiment"), names)
+        if model:
+            runs.setdefault(model, {}).setdefault(record_seed(record) or record.get("Experiment"), record)
+    runs = {model: list(by_seed.values()) for model, by_seed in runs.items()}
+    for model, group in runs.items():
+        differ = sorted(k for k in param_keys if k not in ("seed", "params.yaml:seed")
+                        and len({str(r.get(k)) for r in group}) > 1)
+        if differ:
+            raise StageError(f"the experiments of {model} ({', '.join(str(r['Experiment']) for r in group)}) differ "
+                             f"in {', '.join(differ)}, not only in seed: their mean would mix settings; remove the "
+                             "odd ones (`dvc exp remove`) or run `make benchmark` again")
+    return runs
+
+
+def run_rows(records):
+    """One row per experiment record: status, every column in its unit (NaN where not measured), conditions."""
+    frame = pd.DataFrame(records)
     # exp_show names a metric with its file (`metrics/profile.json:size_mb`) only where another file has it too.
     frame = frame.T.groupby(lambda key: key.rpartition(".json:")[2], sort=False).first().T
     status = first_of(frame, ["State"]).map(lambda s: s.lower() if s in ("Failed", "Queued", "Running", "not found")
@@ -102,8 +154,32 @@ def comparison_table(records, names=MODELS):
     figures = finite(frame.reindex(columns=[column[0] for column in COLUMNS.values()])).set_axis(list(COLUMNS), axis=1)
     conditions = pd.DataFrame({name: first_of(frame, keys) for name, keys in CONDITIONS.items()})
     conditions[NUMERIC_CONDITIONS] = finite(conditions[NUMERIC_CONDITIONS])
-    out = pd.concat([status, (figures * scale).where(status == "ok", axis=0), conditions.where(status == "ok", axis=0)],
-                    axis=1)
+    return pd.concat([status, (figures * scale).where(status == "ok", axis=0),
+                      conditions.where(status == "ok", axis=0)], axis=1)
+
+
+def comparison_table(records, names=MODELS, param_keys=()):
+    """One row per name (the index, named model): the mean of its experiments' figures over its training seeds
+    (runs_of), with the seed-to-seed standard deviation of each accuracy (`<column>_std_pp`, n/a for one
+    seed), its status (ok only if every seed's experiment is), the number of seeds and the conditions of its
+    newest experiment."""
+    groups = runs_of(records, names, param_keys)
+    rows = []
+    for name in names:
+        runs = run_rows(groups.get(name) or [{"State": "not found"}])
+        bad = runs.status[runs.status != "ok"]
+        row = runs.iloc[0].copy()
+        row["status"] = bad.iloc[0] if len(bad) else "ok"
+        ok = runs.loc[runs.status == "ok", list(COLUMNS)] if row["status"] == "ok" else runs.loc[[], list(COLUMNS)]
+        row[list(COLUMNS)] = ok.mean() if len(ok) else math.nan
+        for column in SEED_SPREAD:
+            row[f"{column.removesuffix('_pct')}_std_pp"] = ok[column].std() if len(ok) > 1 else math.nan
+        row["seeds"] = len(ok) if len(ok) else math.nan
+        row["seed"] = " ".join(sorted({record_seed(r) or NA for r in groups.get(name, [])}, key=str)) \
+            if len(ok) else NA
+        row["experiments"] = ", ".join(str(r.get("Experiment")) for r in groups.get(name, [])) or name
+        rows.append(row)
+    out = pd.DataFrame(rows, index=pd.Index(names, name="model"))
     out["cinic10"] = out.cinic10_accuracy_pct.notna().map({True: "present", False: "absent"})
     out["cifar10c"] = out.corruption_accuracy_pct.notna().map({True: "present", False: "absent"})
     return with_mce(out)
@@ -117,6 +193,10 @@ def with_mce(table, baseline=MCE_BASELINE):
     base = errors.reindex([baseline]).iloc[0]  # NaN without the baseline
     table["mce_pct"] = 100 * (errors / base.where(base > 0)).mean(axis=1)
     return table
+
+
+def tta(value):
+    return "on" if str(value) == "True" else "off" if str(value) == "False" else NA
 
 
 def conditions_text(table):
@@ -135,7 +215,7 @@ def conditions_text(table):
         w, f"file {os.path.basename(str(w))}"))
     return (f"weights {weights}; image size {shared('image_size_px', lambda s: f'{s:.0f} px')}; "
             f"CIFAR-10 {shared('cifar10_format')} at train_fraction {shared('train_fraction', lambda f: f'{f:g}')}; "
-            f"CINIC-10 {shared('cinic10')}; CIFAR-10-C {shared('cifar10c')}")
+            f"CINIC-10 {shared('cinic10')}; CIFAR-10-C {shared('cifar10c')}; flip TTA {shared('flip_tta', tta)}")
 
 
 def markdown(header, body):
@@ -152,10 +232,31 @@ def cells(frame):
     return frame.apply(lambda column: column.map(lambda v: fmt(v, FORMATS[column.name])))
 
 
+def with_spread(table, shown):
+    """Each accuracy cell with its 95 % interval and, over several seeds, the seeds' standard deviation."""
+    for column in SEED_SPREAD:
+        low, high = (table.get(f"{column.removesuffix('_pct')}_ci_{end}_pct") for end in ("low", "high"))
+        sd = table.get(f"{column.removesuffix('_pct')}_std_pp")
+        for model in table.index:
+            cell = shown.at[model, column]
+            if low is not None and not pd.isna(low[model]):
+                cell += f" [{low[model]:.2f}, {high[model]:.2f}]"
+            if sd is not None and not pd.isna(sd[model]):
+                cell += f", sd {sd[model]:.2f}"
+            shown.at[model, column] = cell
+    return shown
+
+
 def main_table(table):
+    """Accuracy and cost per model; accuracies with their 95 % interval (and seed sd) where known."""
     names = [m if s == "ok" else f"{m} ({s})" for m, s in table.status.items()]
-    return markdown(["model", *(LABELS[c] for c in MAIN_COLUMNS)],
-                    [[name, *row] for name, row in zip(names, cells(table[MAIN_COLUMNS]).itertuples(index=False))])
+    shown = with_spread(table, cells(table[MAIN_COLUMNS]))
+    known = table.reindex(columns=INTERVAL_COLUMNS).notna().any().any()
+    header = ["model", *(LABELS[c] + (" [95 % CI]" if known and c in SEED_SPREAD else "") for c in MAIN_COLUMNS)]
+    if (table.get("seeds", pd.Series(dtype=float)) > 1).any():
+        header.insert(1, "seeds")
+        shown.insert(0, "seeds", table.seeds.map(lambda n: fmt(n, ".0f")))
+    return markdown(header, [[name, *row] for name, row in zip(names, shown.itertuples(index=False))])
 
 
 def tflite_table(table):
@@ -176,15 +277,21 @@ def pareto_front(frame, cost, benefit):
     return [m for m, x, y in points.itertuples() if not ((c <= x) & (b >= y) & ((c < x) | (b > y))).any()]
 
 
+# compare.prefer -> (the cost column that breaks a tie, how the cheaper model is said to be better)
+PREFER_COLUMNS = {"latency": ("latency_p90_ms", "faster at batch 1 (latency p90)"),
+                  "size": ("size_mb", "smaller on disk"), "memory": ("peak_rss_mb", "lighter in peak memory")}
+
+
 def constraints(params):
     """compare.* from params.yaml, checked: a limit is a number >= 0 or null (no limit); `.inf` means no limit
     too, NaN is refused."""
-    check_section(params, "compare")  # unknown keys (core.params.KEYS)
+    checked = check_section(params, "compare")  # unknown keys (core.params.KEYS), prefer, mixed_tta
     out = {key: None if get(params, f"compare.{key}") is None else
            number(params, f"compare.{key}", 0, infinite=True) for key in LIMITS}
     # .inf is read as null: no limit, so a model that lacks the figure is kept rather than ruled out unmeasured.
     out = {key: None if limit == math.inf else limit for key, limit in out.items()}
-    return out | {"rank_by": choice(params, "compare.rank_by", RANK_BY)}
+    return out | {"rank_by": choice(params, "compare.rank_by", RANK_BY), "prefer": checked["compare.prefer"],
+                  "mixed_tta": checked["compare.mixed_tta"]}
 
 
 @dataclass
@@ -195,6 +302,10 @@ class Recommendation:
     ranking: pd.DataFrame    # the rows within every limit, best first
     ruled_out: dict          # model -> [(compare.<key>, or "status" / "rank_by", why), ...]
     limits: dict             # compare.<key> -> limit, or None
+    prefer: str = "latency"  # compare.prefer: the cost that breaks a tie
+    tied: list = field(default_factory=list)  # the most accurate and every model within noise of it, best first
+    margins: dict = field(default_factory=dict)  # model -> pairwise figures of the most accurate minus it
+    refused: Optional[str] = None  # why the models are not ranked at all (evaluated differently)
 
 
 def beyond(key, figure, limit):
@@ -215,8 +326,22 @@ def rank_column(table, rank_by):
     return column, None
 
 
-def recommend(table, constraints_):
-    """The most accurate model within every limit; each other model with what ruled it out."""
+def mixed_evaluation(table):
+    """Why the models with results were not evaluated alike (flip test-time augmentation on for some, off for
+    others), or None."""
+    ok = table[table.status == "ok"]
+    modes = ok.flip_tta.map(tta)
+    if modes.nunique() < 2:
+        return None
+    return ("the models were not evaluated alike: flip_tta " + ", ".join(f"{m} {v}" for m, v in modes.items())
+            + " (test-time augmentation adds a second pass to accuracy, latency and FLOPs). Run them again with one "
+            "flip_tta for all, or set compare.mixed_tta: true to rank them anyway")
+
+
+def recommend(table, constraints_, pairs=None):
+    """The most accurate model within every limit, or, when others are within noise of it on the ranked set
+    (the 95 % paired interval of the difference, from `pairs`, holds 0), the cheapest of those by
+    compare.prefer; each other model with what ruled it out."""
     limits = {key: constraints_.get(key) for key in LIMITS}
     column, fallback = rank_column(table, constraints_.get("rank_by", RANK_BY[0]))
     ruled_out = {}
@@ -226,10 +351,21 @@ def recommend(table, constraints_):
         why += [("rank_by", f"no {LABELS[column][:-4]} to rank on")] if pd.isna(row[column]) else []
         if row.status != "ok" or why:
             ruled_out[model] = [("status", f"{row.status}: no results")] if row.status != "ok" else why
-    # Ties go to the faster model, then the smaller; an unmeasured figure loses a tie.
+    prefer = constraints_.get("prefer", "latency")
+    cost = PREFER_COLUMNS[prefer][0]
+    # Equal figures go to the cheaper model, then the smaller; an unmeasured figure loses.
     ranking = table.drop(index=list(ruled_out)).sort_values(
-        [column, "latency_p90_ms", "size_mb", "model"], ascending=[False, True, True, True], na_position="last")
-    return Recommendation(ranking.index[0] if len(ranking) else None, column, fallback, ranking, ruled_out, limits)
+        [column, cost, "size_mb", "model"], ascending=[False, True, True, True], na_position="last")
+    rec = Recommendation(None, column, fallback, ranking, ruled_out, limits, prefer)
+    rec.refused = None if constraints_.get("mixed_tta") else mixed_evaluation(table)
+    if rec.refused or not len(ranking):
+        return rec
+    best = ranking.index[0]
+    if pairs is not None:
+        rec.margins = {m: between(pairs, best, m, RANK_SETS[column]) for m in ranking.index[1:]}
+    rec.tied = [best] + [m for m, d in rec.margins.items() if d and d["ci_low"] <= 0 <= d["ci_high"]]
+    rec.model = ranking.loc[rec.tied].sort_values([cost, column], ascending=[True, False], na_position="last").index[0]
+    return rec
 
 
 def limits_text(limits):
@@ -237,21 +373,69 @@ def limits_text(limits):
     return ", ".join(parts) if parts else "no limits"
 
 
+SET_TEXT = {"val": "val", "test": "test", "cinic10": "CINIC-10", "cifar10c": "CIFAR-10-C"}
+
+
+def points(margin):
+    """Pairwise figures (fractions) as percentage points with their interval."""
+    return (f"{100 * margin['difference']:.2f} points, 95 % CI {100 * margin['ci_low']:.2f} to "
+            f"{100 * margin['ci_high']:.2f}")
+
+
+def cheaper(rec, model, other):
+    """How much cheaper `model` is than `other` by compare.prefer, with both figures."""
+    column, said = PREFER_COLUMNS[rec.prefer]
+    mine, theirs = rec.ranking.at[model, column], rec.ranking.at[other, column]
+    unit = column.rpartition("_")[2]
+    ratio = f"{theirs / mine:.1f}x" if mine > 0 else "∞x" if theirs > 0 else "as"
+    return f"{model} is {ratio} {said} ({mine:.2f} {unit} vs {theirs:.2f} {unit})"
+
+
+def margin_lines(rec):
+    """What the pairwise tests say of the recommendation: the tie it broke, or its lead over the runner-up."""
+    best, set_text = rec.ranking.index[0], SET_TEXT[RANK_SETS[rec.rank_by]]
+    if len(rec.tied) > 1:
+        first = rec.model if rec.model != best else rec.tied[1]
+        lines = [f"{best} and {first} are within noise on {set_text}: {points(rec.margins[first])}; "
+                 f"{cheaper(rec, rec.model, best if rec.model != best else first)}."]
+        return lines + [f"{m} is within noise of {best} too ({points(rec.margins[m])}); {cheaper(rec, rec.model, m)}."
+                        for m in rec.tied[1:] if m not in (first, rec.model)]
+    if len(rec.ranking) > 1:
+        runner = rec.ranking.index[1]
+        margin = rec.margins.get(runner)
+        if margin is None:
+            return [f"Not tested against the runner-up {runner}: no per-image predictions of both on the same "
+                    f"images (data/predictions), so a lead this small may be noise."]
+        p = "" if pd.isna(margin["mcnemar_p"]) else f", exact McNemar p = {margin['mcnemar_p']:.3g}"
+        return [f"A clear lead on {set_text}: {points(margin)} over the runner-up {runner}{p}."]
+    return []
+
+
 def explain(rec):
     """The recommendation and why, as printed and as written into the report."""
     label, figure = LABELS[rec.rank_by][:-4], rec.ranking[rec.rank_by]
-    if rec.model:
-        best = rec.ranking.iloc[0]
-        held_out = ", ".join(f"{name} {NA if pd.isna(best[c]) else f'{best[c]:.2f} %'}"
+    if rec.refused:
+        lines = [f"Not ranked: {rec.refused}."]
+    elif rec.model:
+        chosen = rec.ranking.loc[rec.model]
+        held_out = ", ".join(f"{name} {NA if pd.isna(chosen[c]) else f'{chosen[c]:.2f} %'}"
                              for c, name in HELD_OUT.items() if c != rec.rank_by)
-        lines = [f"Recommended: {rec.model}, the highest {label} ({figure.iloc[0]:.2f} %) of the {len(rec.ranking)} "
-                 f"model(s) within the limits ({limits_text(rec.limits)}). Its held-out accuracy: {held_out}."]
+        within = f"of the {len(rec.ranking)} model(s) within the limits ({limits_text(rec.limits)})"
+        if rec.model == rec.ranking.index[0]:
+            lines = [f"Recommended: {rec.model}, the highest {label} ({figure.iloc[0]:.2f} %) {within}."]
+        else:
+            lines = [f"Recommended: {rec.model} ({chosen[rec.rank_by]:.2f} %), the cheapest by {rec.prefer} "
+                     f"(compare.prefer) of the {len(rec.tied)} model(s) within noise of the highest {label} "
+                     f"({rec.ranking.index[0]}, {figure.iloc[0]:.2f} %) {within}."]
+        lines[0] += f" Its held-out accuracy: {held_out}."
+        lines += margin_lines(rec)
         if len(rec.ranking) > 1:
             lines.append("Runners-up: " + ", ".join(f"{m} ({x:.2f} %)" for m, x in figure.iloc[1:].items()) + ".")
         if rec.rank_by in HELD_OUT:
-            lines.append(f"Selected on {HELD_OUT[rec.rank_by]}, a held-out set: {rec.model}'s {figure.iloc[0]:.2f} % "
-                         f"there is optimistic, the best of {len(rec.ranking)} model(s) on those same images; "
-                         "compare.rank_by: val_accuracy selects on the validation split and keeps them unbiased.")
+            lines.append(f"Selected on {HELD_OUT[rec.rank_by]}, a held-out set: {rec.model}'s "
+                         f"{chosen[rec.rank_by]:.2f} % there is optimistic, the best of {len(rec.ranking)} model(s) "
+                         "on those same images; compare.rank_by: val_accuracy selects on the validation split and "
+                         "keeps them unbiased.")
     else:
         keys = sorted({f"compare.{key}" for why in rec.ruled_out.values() for key, _ in why if key in LIMITS})
         lines = [f"No model meets every constraint ({limits_text(rec.limits)}).",
@@ -262,5 +446,3 @@ def explain(rec):
     if rec.ruled_out:
         lines += ["Ruled out:", *(f"  {m}: {'; '.join(text for _, text in why)}" for m, why in rec.ruled_out.items())]
     return "\n".join(lines)
-
-

@@ -203,14 +203,15 @@ KEYS = {
     "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
     "evaluate": ("batch_size",),
     "profile": ("warmup_runs", "latency_runs", "batch_size", "throughput_runs", "tflite", "tflite_eval_images"),
-    "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by"),
+    "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by", "prefer", "mixed_tta"),
 }
 OPTIMIZERS = ("sgd", "adamw")  # train.scratch.optimizer (core.training.OPTIMIZERS): SGD is Nesterov momentum 0.9
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scratch.precision (Keras dtype policies)
+PREFER = ("latency", "size", "memory")  # compare.prefer: the cost that breaks a tie (compare.table.PREFER_COLUMNS)
 # Params with a fixed set of values: key -> the allowed values.
-CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS}
+CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS, "compare.prefer": PREFER}
 # Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
-FLAGS = ("train.augment.flip", "train.scratch.flip_tta", "tune.enabled")
+FLAGS = ("train.augment.flip", "train.scratch.flip_tta", "tune.enabled", "compare.mixed_tta")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))

@@ -33,6 +33,7 @@ def record(name, val=None, test=0.9, cinic=0.7, p50=5.0, p90=6.0, size=10.0, rss
          "cinic10.urls": "['https://x/CINIC-10.tar.gz']",
          # read by compare.report.with_conditions from the experiment's metrics/conditions/*.json
          "conditions.train.weights": "imagenet", "conditions.train.image_size": 32.0 if name == "basecnn" else 96.0,
+         "conditions.train.flip_tta": False,
          "conditions.profile.cpu": "Test CPU", "conditions.profile.usable_cores": 2.0,
          "conditions.profile.tensorflow": "2.21.0"}
     for kind in TFLITE_KINDS:
@@ -229,10 +230,10 @@ def test_conditions_are_read_from_the_experiments_and_exceptions_named():
                    record("densenet121", cinic=None, **{"weights": "none", "cifar10.train_fraction": 0.25}))
     assert conditions_text(rows) == ("weights imagenet (densenet121 none (random init)); image size 96 px "
                                      "(basecnn 32 px); CIFAR-10 binary at train_fraction 1 (densenet121 0.25); "
-                                     "CINIC-10 absent; CIFAR-10-C absent")
+                                     "CINIC-10 absent; CIFAR-10-C absent; flip TTA off")
     rows = rows_of(record("a", **{"weights": "/w/no_top.h5", **corrupted(0.9, [0.8] * 15)}))
     assert conditions_text(rows).startswith("weights file no_top.h5; image size 96 px; ")
-    assert conditions_text(rows).endswith("; CINIC-10 present; CIFAR-10-C present")
+    assert conditions_text(rows).endswith("; CINIC-10 present; CIFAR-10-C present; flip TTA off")
 
 
 # Any figure may be missing, NaN, "!" or "None", any model may have failed, any limit may be set.
@@ -264,7 +265,8 @@ def test_any_records_rank_without_crashing_and_the_winner_meets_every_limit(rank
 
 def test_compare_params_are_checked(params):
     assert constraints(params) == {"max_latency_ms": None, "max_size_mb": None, "max_peak_rss_mb": None,
-                                   "rank_by": "val_accuracy"}  # params.yaml's own section
+                                   "rank_by": "val_accuracy", "prefer": "latency",
+                                   "mixed_tta": False}  # params.yaml's own section
     for key, value, says in (("rank_by", "cinic", "`compare.rank_by` is 'cinic'; allowed: val_accuracy, "),
                              ("max_size_mb", -1, "`compare.max_size_mb` is -1; must be in [0, inf]"),
                              ("max_latency_ms", "fast", "`compare.max_latency_ms` must be a number"),
@@ -313,7 +315,7 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
                           "92.00 %, CINIC-10 n/a, CIFAR-10-C n/a.")
     md = (tmp_path / "reports/comparison.md").read_text()
     conditions = ("Conditions: weights imagenet; image size 96 px; CIFAR-10 binary at train_fraction 1; "
-                  "CINIC-10 absent; CIFAR-10-C absent")
+                  "CINIC-10 absent; CIFAR-10-C absent; flip TTA off")
     assert md.splitlines()[2] == conditions + "."
     assert "Costs measured on Test CPU, 2 usable core(s), TensorFlow 2.21.0" in md
     assert "Recommended: mid" in md and "big: batch-1 latency p90 30.00 ms > limit 20 ms" in md

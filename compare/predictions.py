@@ -1,0 +1,61 @@
+"""Each experiment's per-image predictions (data/predictions/<set>.npz, written by the evaluate stage), read from
+DVC's cache at the experiment's commit, and what the statistics need of them: one score per image.
+
+A model's score on an image is its correctness (1 or 0), averaged over the model's training seeds when it has
+several (the accuracy of one run with a random seed, in expectation, image by image), and for CIFAR-10-C over
+the image's 75 corrupted versions (they are one image, not 75 independent draws).
+"""
+import io
+
+import numpy as np
+
+from core import StageError
+
+SETS = ("val", "test", "cinic10", "cifar10c")  # data/predictions/<set>.npz; cifar10c: (corruption, severity) axes
+
+
+def read(data, where):
+    """One predictions file's arrays from its bytes, checked: `y` and `pred` of one shape, `prob` that shape plus
+    the classes, the images' digest. Nothing is unpickled."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError) as e:
+        raise StageError(f"{where}: not a readable predictions file ({e}); run `dvc exp run` for it again") from e
+    missing = [k for k in ("y", "pred", "prob", "images_sha256") if k not in arrays]
+    y, pred, prob = (arrays.get(k) for k in ("y", "pred", "prob"))
+    if missing or y.shape != pred.shape or prob.shape[:-1] != y.shape or not len(y):
+        raise StageError(f"{where}: not per-image predictions (" + (f"no {', '.join(missing)}" if missing else
+                         f"y {y.shape}, pred {pred.shape}, prob {prob.shape}") + "); run `dvc exp run` for it again")
+    return arrays
+
+
+def exp_predictions(record, repo=None):
+    """{set: arrays} of the experiment `record` (an exp_show record), from DVC's cache or remote at its commit;
+    a set the experiment has no file for (CINIC-10 off, an experiment older than these files) is left out."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+    rev = None if record.get("rev") == "workspace" else record.get("rev")
+    out = {}
+    for name in SETS:
+        path = f"data/predictions/{name}.npz"
+        try:
+            with dvc.api.open(path, repo=repo, rev=rev, mode="rb") as f:
+                data = f.read()
+        except (DvcException, OSError):
+            continue
+        out[name] = read(data, f"{path} of experiment {record.get('Experiment')}")
+    return out
+
+
+def scores(runs):
+    """A model's per-image scores on one set from its runs' arrays (one per seed, each from read()): (digest,
+    scores (seeds, images) in [0, 1]). Runs on different images (their digests differ) are refused."""
+    digests = {str(r["images_sha256"]) for r in runs}
+    if len(digests) > 1:
+        raise StageError("the seeds of one model were evaluated on different images (data_seed or the data differ "
+                         "between its experiments): they cannot be averaged")
+    correct = np.stack([r["pred"] == r["y"] for r in runs]).astype(np.float64)
+    # (seeds, corruption, severity, images) -> (seeds, images): one score per image of the test split
+    correct = correct.reshape(len(runs), -1, correct.shape[-1]).mean(axis=1)
+    return digests.pop(), correct
