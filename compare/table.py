@@ -278,8 +278,9 @@ def pareto_front(frame, cost, benefit):
 
 
 # compare.prefer -> (the cost column that breaks a tie, how the cheaper model is said to be better)
-PREFER_COLUMNS = {"latency": ("latency_p90_ms", "faster at batch 1 (latency p90)"),
-                  "size": ("size_mb", "smaller on disk"), "memory": ("peak_rss_mb", "lighter in peak memory")}
+# compare.prefer -> (the cost column that breaks a tie, how the cheaper model is better, the figure's name)
+PREFER_COLUMNS = {"latency": ("latency_p90_ms", "faster at batch 1", "latency p90"),
+                  "size": ("size_mb", "smaller on disk", "size"), "memory": ("peak_rss_mb", "lighter", "peak RSS")}
 
 
 def constraints(params):
@@ -384,11 +385,13 @@ def points(margin):
 
 def cheaper(rec, model, other):
     """How much cheaper `model` is than `other` by compare.prefer, with both figures."""
-    column, said = PREFER_COLUMNS[rec.prefer]
+    column, said, figure = PREFER_COLUMNS[rec.prefer]
     mine, theirs = rec.ranking.at[model, column], rec.ranking.at[other, column]
-    unit = column.rpartition("_")[2]
-    ratio = f"{theirs / mine:.1f}x" if mine > 0 else "∞x" if theirs > 0 else "as"
-    return f"{model} is {ratio} {said} ({mine:.2f} {unit} vs {theirs:.2f} {unit})"
+    unit = column.rpartition("_")[2].replace("mb", "MB")
+    if pd.isna(mine) or pd.isna(theirs):
+        return f"{model}'s {figure} is {fmt(mine)}, {other}'s {fmt(theirs)} {unit}"
+    ratio = f"{theirs / mine:.1f}x" if mine > 0 else "infinitely"
+    return f"{model} is {ratio} {said} ({figure} {mine:.2f} vs {theirs:.2f} {unit})"
 
 
 def margin_lines(rec):

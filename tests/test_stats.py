@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from compare.stats import mcnemar_exact, paired_bootstrap, wilson
+from compare.stats import accuracy_interval, bootstrap, mcnemar_exact, paired, paired_bootstrap, wilson
 
 
 def correctness(only_a, only_b, both, neither):
@@ -63,3 +63,25 @@ def test_paired_bootstrap_is_seeded_and_keeps_the_pairing():
     assert high_u - low_u > high - low
     with pytest.raises(ValueError, match="one correctness per image"):
         paired_bootstrap(a, b[:-1])
+
+
+def test_the_general_bootstrap_meets_the_multinomial_one_on_one_run_each():
+    """On right-or-wrong scores of one run each, resampling image indices gives the interval the multinomial
+    draw of the discordant counts gives (the same distribution), to within the bootstrap's noise."""
+    a, b = correctness(300, 200, 8000, 1500)
+    general = bootstrap(a[None].astype(float), b[None].astype(float), resamples=4000, seed=2)
+    multinomial = paired_bootstrap(a, b, resamples=4000, seed=2)
+    assert general[0] == pytest.approx(0.01) and multinomial[0] == pytest.approx(0.01)
+    assert general[1:] == pytest.approx(multinomial[1:], abs=1.5e-3)
+
+
+def test_seeds_that_disagree_widen_the_interval_of_the_mean():
+    """Three seeds at 70, 80 and 90 % on the same 2,000 images: the mean is 80 %, and its interval, which
+    resamples the seeds too, is far wider than one run's Wilson interval at 80 %."""
+    rng = np.random.default_rng(0)
+    scores = np.stack([rng.permutation(np.arange(2000) < 2000 * p) for p in (0.7, 0.8, 0.9)]).astype(float)
+    low, high = accuracy_interval(scores)
+    w_low, w_high = wilson(1600, 2000)
+    assert low < 0.8 < high and high - low > 3 * (w_high - w_low)
+    assert accuracy_interval(scores[1:2]) == wilson(1600, 2000)  # one run, right or wrong: Wilson's
+    assert np.isnan(paired(scores, scores[:1])["mcnemar_p"])  # several seeds: no McNemar
