@@ -1,6 +1,8 @@
 """The comparison's figures (plots/compare/*.png, drawn by compare/report.py), each stating its conditions."""
 import math
 
+import numpy as np
+
 from compare.table import LABELS, LIMITS, pareto_front
 from core.io import atomic_path
 from core.plotting import pyplot
@@ -126,11 +128,31 @@ def mark_missing(ax, frame):
             ax.text(bar.get_x() + bar.get_width() / 2, 0, "n/a", ha="center", va="bottom", fontsize=8)
 
 
+def interval(frame, column):
+    """matplotlib's asymmetric error bars for `column` (an accuracy in %): (value - low, high - value) of each
+    row's 95 % interval, 0 where it is not known; None if the column has no interval."""
+    low, high = (frame.get(f"{column.removesuffix('_pct')}_ci_{end}_pct") for end in ("low", "high"))
+    if low is None or high is None:
+        return None
+    return np.nan_to_num(np.array([frame[column] - low, high - frame[column]], dtype=float)).clip(0)
+
+
+def error_bars(ax, x, frame, column):
+    """The 95 % intervals of `column` drawn at positions `x`, if any is known; returns whether drawn."""
+    err = interval(frame, column)
+    if err is None or not err.any():
+        return False
+    ax.errorbar(x, frame[column], yerr=err, fmt="none", ecolor="0.3", elinewidth=1, capsize=3, zorder=2,
+                label="95 % interval")
+    return True
+
+
 def tradeoff(plt, ok, cost, rec, limit_key):
     """Ranked accuracy against one cost: the Pareto front filled and joined, the limit dashed, the pick starred."""
     shown = ok[[cost, rec.rank_by]].dropna()
     front = pareto_front(shown, cost, rec.rank_by)
     fig, ax = plt.subplots(figsize=(7, 5.9))
+    error_bars(ax, shown[cost], ok.loc[shown.index], rec.rank_by)
     for name, x, y in shown.itertuples():
         ax.scatter(x, y, s=60, zorder=3, edgecolors="C0", facecolors="C0" if name in front else "white")
         label_point(ax, name, (x, y))
@@ -163,7 +185,13 @@ def gap(ok):
     ax = drawn.plot.bar(width=0.8 if drawn.shape[1] > 1 else 0.5, rot=0, figsize=(8, 4.8), ylim=(0, 105), xlabel="",
                         ylabel="accuracy (%)", legend=False)
     mark_missing(ax, drawn)
-    for i, (drop, top) in enumerate(zip(ok.accuracy_drop_pp, drawn.max(axis=1))):
+    columns = {"CIFAR-10 test": "test_accuracy_pct", "CINIC-10 (shift)": "cinic10_accuracy_pct"}
+    for container, name in list(zip(ax.containers, drawn)):
+        error_bars(ax, [bar.get_x() + bar.get_width() / 2 for bar in container], ok, columns[name])
+    # the drop goes above the taller bar and its interval
+    tops = np.fmax(drawn.max(axis=1), ok.reindex(columns=["test_accuracy_ci_high_pct", "cinic10_accuracy_ci_high_pct"])
+                   .max(axis=1))
+    for i, (drop, top) in enumerate(zip(ok.accuracy_drop_pp, tops)):
         if not math.isnan(drop):
             ax.text(i, top + 1, f"{-drop:+.1f} pp", ha="center", fontsize=8)
     absent = [name for name in accuracy if name not in drawn or drawn[name].isna().all()]
@@ -187,6 +215,7 @@ def corruption(plt, ok):
     fig, ax = plt.subplots(figsize=(7, 5.9))
     ax.plot([0, 100], [0, 100], ls="--", color="grey", lw=1, label="no drop (corrupted = clean)")
     ax.scatter(shown.cifar10c_clean_accuracy_pct, shown.corruption_accuracy_pct, s=60, zorder=3, color="C0")
+    error_bars(ax, shown.cifar10c_clean_accuracy_pct, shown, "corruption_accuracy_pct")
     for name, r in shown.iterrows():
         mce = "" if math.isnan(r.mce_pct) else f", mCE {r.mce_pct:.0f}"
         label_point(ax, f"{name} (−{r.corruption_drop_pp:.1f} pp{mce})", (r.cifar10c_clean_accuracy_pct,
@@ -208,6 +237,7 @@ def grid(ok):
                                    sharex=False, legend=False, color="C0", xlabel="", title=[LABELS[c] for c in GRID])
     for ax, column in zip(axes.ravel(), GRID):
         mark_missing(ax, ok[[column]])
+        error_bars(ax, range(len(ok)), ok, column)
         ax.title.set_fontsize(9)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), ha="right")

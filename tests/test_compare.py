@@ -307,7 +307,8 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
                *(record(name, **{**figures, "cinic": None}) for name, figures in THREE.items()),
                record("crashed", state="Failed")]
     params["compare"]["max_latency_ms"] = 20
-    rec = report.main(params, records, ("big", "mid", "small", "crashed"), tmp_path / "reports", tmp_path / "plots")
+    rec = report.main(params, records, ("big", "mid", "small", "crashed"), tmp_path / "reports", tmp_path / "plots",
+                      read=lambda record: {})  # hand-written records: no predictions
     assert rec.model == "mid" and rec.rank_by == "val_accuracy_pct"
     out = capsys.readouterr().out
     assert out.startswith("Recommended: mid, the highest CIFAR-10 val accuracy (91.00 %) of the 2 model(s) "
@@ -340,7 +341,8 @@ def test_main_without_any_results_stops_with_a_clear_error(params, tmp_path):
     from compare import report
     from core import StageError
     with pytest.raises(StageError, match="no experiment named basecnn, .* has results at HEAD"):
-        report.main(params, [record("basecnn", state="Failed")], MODELS, tmp_path / "r", tmp_path / "p")
+        report.main(params, [record("basecnn", state="Failed")], MODELS, tmp_path / "r", tmp_path / "p",
+                    read=lambda record: {})
     assert not list(tmp_path.iterdir())
 
 

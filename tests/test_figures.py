@@ -29,7 +29,7 @@ def saved_figures(records, tmp_path, wanted):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(matplotlib.figure.Figure, "savefig", measure)
         compare.main(load(ROOT / "params.yaml"), records, [r["Experiment"] for r in records], tmp_path / "reports",
-                     tmp_path / "plots")
+                     tmp_path / "plots", read=lambda record: {})  # hand-written records: no predictions
     assert set(seen) == set(wanted)
     return seen
 
@@ -56,7 +56,9 @@ def picture(fig):
                 r = math.sqrt(sizes[i % len(sizes)]) / 2 * fig.dpi / 72
                 (px, py), = ax.transData.transform([xy])
                 markers.append((tuple(xy), (px - r, py - r, px + r, py + r)))
-        bars = [(container.get_label(), box(bar, renderer)) for container in ax.containers for bar in container
+        from matplotlib.container import BarContainer
+        bars = [(container.get_label(), box(bar, renderer)) for container in ax.containers
+                if isinstance(container, BarContainer) for bar in container
                 if math.isfinite(bar.get_height()) and bar.get_height() > 0]
         legend = ax.get_legend()
         out.append({"frame": ax.get_window_extent(renderer), "markers": markers, "bars": bars,

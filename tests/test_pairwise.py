@@ -183,3 +183,26 @@ def test_over_seeds_the_pairwise_difference_is_of_the_mean_accuracies(params, tm
     assert (row.seeds_a, row.seeds_b, row.accuracy_a, row.difference) == (2, 1, 0.82, pytest.approx(0.12))
     assert row.ci_low < 0.12 < row.ci_high and np.isnan(row.mcnemar_p)
     assert "| a | 2 | 82.00 [" in (tmp_path / "reports/comparison.md").read_text()  # the seeds column, then val
+
+
+def test_figures_draw_each_accuracys_interval(params, tmp_path, monkeypatch):
+    """The accuracy-cost figures and the metrics grid carry the 95 % intervals as error bars."""
+    import matplotlib.figure
+    from matplotlib.container import ErrorbarContainer
+    drawn, savefig = {}, matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        drawn[path.name.split(".")[1]] = [[c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+                                          for ax in fig.axes]
+        path.write_bytes(b"")  # no picture needed: the artists are what is checked
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    records, read = two_models(0.853, 0.85)
+    rec = report.main(params, records, ("slow", "fast"), tmp_path / "reports", tmp_path / "plots", read=read)
+    table = pd.read_csv(tmp_path / "reports/comparison.csv", index_col="model")
+    for figure in ("accuracy_vs_latency", "accuracy_vs_size"):
+        (bars,), = drawn[figure]
+        (low, high), = [segments.get_segments() for segments in bars.lines[2]]  # one vertical segment per model
+        assert [(s[0][1], s[1][1]) for s in (low, high)] == [
+            pytest.approx((table.at[m, "val_accuracy_ci_low_pct"], table.at[m, "val_accuracy_ci_high_pct"]), abs=1e-3)
+            for m in ("slow", "fast")]
+    assert len(drawn["metrics_grid"][0]) == 1 and rec.rank_by == "val_accuracy_pct"  # the val panel
