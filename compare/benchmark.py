@@ -1,8 +1,11 @@
 """Every backbone through the whole chain as DVC experiments, then the comparison.
 
-  python -m compare.benchmark [--models NAME ...] [-S key=value ...]    (`make benchmark`)
+  python -m compare.benchmark [--models NAME ...] [--seeds N] [-S key=value ...]    (`make benchmark`)
 
-Queues `dvc exp run --queue -n <model> -S model=<model> [-S ...]` per model,
+Queues `dvc exp run --queue -n <model> -S model=<model> [-S ...]` per model
+(with `--seeds N`, N experiments per model, `<model>-seed<k>` with `-S seed=<k>`
+for k = seed, seed + 1, ...: training randomness only, the images stay those
+of `data_seed`),
 runs the queue one experiment at a time (`dvc exp run --run-all -j 1`: timed
 figures must not share the CPU) and follows its logs. Stages whose inputs did
 not change between models (the data stages) are restored from DVC's run cache,
@@ -17,8 +20,9 @@ import sys
 
 from compare.report import exp_records
 from compare.report import main as compare
-from compare.table import MODELS, comparison_table, constraints
+from compare.table import MODELS, comparison_table, constraints, model_of, seed_name
 from core import StageError
+from core.params import SEED_MAX
 
 LOG_LINES = 40  # of a failed model's log shown here; `dvc queue logs <model>` has all of it
 
@@ -29,11 +33,12 @@ def dvc(*args, capture=True):
 
 
 def clear(names):
-    """Remove earlier experiments of these names on this commit: `-n` refuses a name in use, and `-f` would
-    rerun every stage (the downloads too). Each `exp remove` drops one entry per name (an experiment and one
-    queue entry), so it is repeated while entries of these names are left."""
+    """Remove earlier experiments of these models on this commit (`<model>` and `<model>-seed<k>`): `-n` refuses
+    a name in use, `-f` would rerun every stage (the downloads too), and a seed left from an earlier run would
+    be averaged with the new ones. Each `exp remove` drops one entry per name (an experiment and one queue
+    entry), so it is repeated while entries of these models are left."""
     for _ in range(20):
-        found = {r["Experiment"]: r.get("State") for r in exp_records() if r.get("Experiment") in names}
+        found = {r["Experiment"]: r.get("State") for r in exp_records() if model_of(r.get("Experiment"), names)}
         busy = [n for n, state in found.items() if state in ("Queued", "Running")]
         if busy:
             raise StageError(f"experiment(s) {', '.join(busy)} still queued or running (dvc queue status); "
@@ -47,10 +52,27 @@ def clear(names):
     raise StageError(f"could not remove the earlier experiments {', '.join(found)}; see `dvc exp show`")
 
 
-def queue(name, overrides):
-    result = dvc("exp", "run", "--queue", "-n", name, "-S", f"model={name}", *(a for o in overrides for a in ("-S", o)))
+def queue(name, model, overrides):
+    result = dvc("exp", "run", "--queue", "-n", name, "-S", f"model={model}",
+                 *(a for o in overrides for a in ("-S", o)))
     if result.returncode:
         raise StageError(f"could not queue {name}: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def training_seeds(params, overrides, n):
+    """The `seed` of each of a model's n experiments: the one in effect (an `-S seed=` override, else
+    params.yaml's), then the next ones; each as an override, with its experiment's name suffix."""
+    if n == 1:
+        return [("", [])]
+    base = next((o.split("=", 1)[1] for o in reversed(overrides) if o.replace(" ", "").startswith("seed=")),
+                params.get("seed"))
+    try:
+        base = int(float(base))
+    except (TypeError, ValueError):
+        raise StageError(f"--seeds needs an integer seed to count from, got seed {base!r}") from None
+    if not 0 <= base <= SEED_MAX - n + 1:
+        raise StageError(f"--seeds {n} from seed {base} leaves the seed range 0 to {SEED_MAX}")
+    return [(k, [f"seed={k}"]) for k in range(base, base + n)]
 
 
 def log_tail(name):
@@ -59,19 +81,27 @@ def log_tail(name):
     return "\n".join(lines[-LOG_LINES:])
 
 
-def main(params, names=MODELS, overrides=()):
+def main(params, names=MODELS, overrides=(), seeds=1):
     constraints(params)  # a bad compare.* stops here, before any training
+    if seeds < 1:
+        raise StageError(f"--seeds must be 1 or more, got {seeds}")
+    plan = training_seeds(params, list(overrides), seeds)
     clear(names)
     for name in names:
-        queue(name, overrides)
+        for seed, extra in plan:
+            queue(seed_name(name, seed) if extra else name, name, [*overrides, *extra])
     # Exits 0 even when an experiment failed: those are found below.
     if dvc("exp", "run", "--run-all", "-j", "1", capture=False).returncode:
         raise StageError("dvc exp run --run-all failed (see above); `dvc queue status` shows what ran")
     records = exp_records()
     status = comparison_table(records, names).status
     failed = list(status.index[status != "ok"])
-    for name in failed:
-        print(f"\n=== {name} failed; last lines of `dvc queue logs {name}`:\n{log_tail(name)}\n", file=sys.stderr)
+    shown = set()
+    for record in records:
+        name = record.get("Experiment")
+        if model_of(name, failed) and record.get("State") != "Success" and name not in shown:
+            shown.add(name)
+            print(f"\n=== {name} failed; last lines of `dvc queue logs {name}`:\n{log_tail(name)}\n", file=sys.stderr)
     if len(failed) < len(names):
         compare(params, records, names)
     if failed:
@@ -82,7 +112,9 @@ if __name__ == "__main__":
     from core.cli import run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="NAME")
+    ap.add_argument("--seeds", type=int, default=1, metavar="N",
+                    help="training seeds per model (experiments <model>-seed<k>; the images stay data_seed's)")
     ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="key=value",
                     help="passed to every `dvc exp run` (as `dvc exp run -S`)")
     args = ap.parse_args()
-    run(lambda params: main(params, tuple(args.models), args.overrides))
+    run(lambda params: main(params, tuple(args.models), args.overrides, args.seeds))

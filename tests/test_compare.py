@@ -389,8 +389,19 @@ if sys.argv[1] == "data":
 if model == "densenet121":
     sys.exit("fake out of memory in densenet121")
 figures = {"basecnn": (0.7, 1.0, 1.2), "mobilenetv2": (0.9, 4.0, 9.5)}[model]
+# Per-image predictions on 200 fixed images: the share right is the model's figure plus 0.5 points per seed
+# (mod 3), the images it gets right shift with the seed.
+import numpy as np
+seed = p["seed"]
+y = (np.arange(200) % 10).astype(np.uint8)
+right = np.roll(np.arange(200) < round(200 * (figures[0] + 0.005 * (seed % 3))), seed)
+pred = np.where(right, y, (y + 1) % 10).astype(np.uint8)
+os.makedirs("data/predictions", exist_ok=True)
+for name in ("val", "test"):
+    np.savez(f"data/predictions/{name}.npz", y=y, pred=pred, prob=np.eye(10, dtype=np.float16)[pred],
+             images_sha256=np.array("the same fake images"))
 os.makedirs("metrics", exist_ok=True)
-json.dump({"train_time_s": 10.0, "val_accuracy": figures[0] - 0.01}, open("metrics/train.json", "w"))
+json.dump({"train_time_s": 10.0, "val_accuracy": float(right.mean())}, open("metrics/train.json", "w"))
 json.dump({"test": {"accuracy": figures[0], "loss": 0.5}}, open("metrics/evaluate.json", "w"))
 json.dump({"params_total": 1000, "latency_p50_ms": figures[1], "latency_p90_ms": figures[1] * 1.1,
            "size_mb": figures[2]}, open("metrics/profile.json", "w"))
@@ -409,13 +420,14 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     runs = tmp_path / "data_runs.txt"
     (repo / "fake.py").write_text(FAKE_STAGE)
     params = load_params(ROOT / "params.yaml")
-    (repo / "params.yaml").write_text(yaml.safe_dump({"model": "basecnn", "seed": 1, "compare": params["compare"]}))
+    (repo / "params.yaml").write_text(yaml.safe_dump({"model": "basecnn", "seed": 1, "data_seed": 1,
+                                                      "compare": params["compare"]}))
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "data": {"cmd": f"python fake.py data {runs}", "params": ["seed"], "outs": ["data"]},
-        "run": {"cmd": "python fake.py run", "deps": ["data", "fake.py"], "params": ["model"],
+        "data": {"cmd": f"python fake.py data {runs}", "params": ["data_seed"], "outs": ["data/x.txt"]},
+        "run": {"cmd": "python fake.py run", "deps": ["data/x.txt", "fake.py"], "params": ["model", "seed"],
                 "metrics": [{f"metrics/{m}.json": {"cache": False}} for m in ("train", "evaluate", "profile")],
                 # cached, as the real pipeline's: compare.report reads them from DVC's cache at each experiment
-                "outs": [f"metrics/conditions/{m}.json" for m in ("train", "profile")]}}}))
+                "outs": [*(f"metrics/conditions/{m}.json" for m in ("train", "profile")), "data/predictions"]}}}))
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
@@ -427,9 +439,13 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     assert first.returncode == 1, first.stdout + first.stderr
     assert "error: 1 of 3 model(s) failed: densenet121 (logs above)" in first.stderr
     assert "=== densenet121 failed" in first.stderr and "fake out of memory in densenet121" in first.stderr
-    assert "Recommended: mobilenetv2, the highest CIFAR-10 val accuracy (89.00 %)" in first.stdout
+    assert "Recommended: mobilenetv2, the highest CIFAR-10 val accuracy (90.50 %)" in first.stdout
+    assert "A clear lead on val: 20.00 points, 95 % CI " in first.stdout and "over the runner-up basecnn" in first.stdout
+    pairs = list(csv.DictReader(open(repo / "reports/pairwise.csv")))
+    assert [(r["model_a"], r["model_b"], r["set"], r["n"], r["accuracy_a"], r["accuracy_b"]) for r in pairs] == \
+        [("basecnn", "mobilenetv2", s, "200", "0.705", "0.905") for s in ("val", "test")]
     assert "Its held-out accuracy: CIFAR-10 test 90.00 %, CINIC-10 n/a" in first.stdout
-    assert "; CINIC-10 absent; CIFAR-10-C absent." in (repo / "reports/comparison.md").read_text()
+    assert "; CINIC-10 absent; CIFAR-10-C absent; flip TTA n/a." in (repo / "reports/comparison.md").read_text()
     assert runs.read_text() == "ran\n"  # the shared stage ran once; the run cache served the others
     rows = list(csv.DictReader(open(repo / "reports/comparison.csv")))
     assert [(r["model"], r["status"], r["latency_p50_ms"]) for r in rows] == \
@@ -451,6 +467,40 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     names = [e.get("name") for rev in shown for e in (rev.get("experiments") or [])]
     assert sorted(names) == ["basecnn", "densenet121", "mobilenetv2"], names
     assert runs.read_text() == "ran\n"
+
+    # Two training seeds per model (make benchmark SEEDS=2): they replace the models' experiments, share the
+    # images (the data stage, on data_seed, is not run again), and the comparison is of their means.
+    third = run_cmd(benchmark[:-3] + ["basecnn", "mobilenetv2", "--seeds", "2"], repo, check=False)
+    assert third.returncode == 0, third.stdout + third.stderr
+    shown = json.loads(run_cmd([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout)
+    names = [e.get("name") for rev in shown for e in (rev.get("experiments") or [])]
+    assert sorted(names) == ["basecnn-seed1", "basecnn-seed2", "densenet121", "mobilenetv2-seed1",
+                             "mobilenetv2-seed2"], names
+    assert runs.read_text() == "ran\n"
+    rows = {r["model"]: r for r in csv.DictReader(open(repo / "reports/comparison.csv"))}
+    assert (rows["basecnn"]["val_accuracy_pct"], rows["mobilenetv2"]["val_accuracy_pct"]) == ("70.75", "90.75")
+    assert float(rows["basecnn"]["val_accuracy_std_pp"]) == pytest.approx(0.3536, abs=1e-4)
+    pair = next(csv.DictReader(open(repo / "reports/pairwise.csv")))
+    assert (pair["seeds_a"], pair["seeds_b"], pair["accuracy_a"], pair["mcnemar_p"]) == ("2", "2", "0.7075", "n/a")
+    assert "mean over the seeds" in (repo / "reports/comparison.md").read_text()
+
+
+def test_make_benchmark_passes_seeds_and_overrides_to_the_runner():
+    """`make benchmark SEEDS=3 BENCHMARK_ARGS=...` runs compare.benchmark with --seeds 3 and the overrides (a
+    dry run: -n prints the recipe; -o keeps make from building the venv)."""
+    dry = run_cmd(["make", "-s", "-n", "-o", ".venv/installed", "benchmark", "SEEDS=3",
+                   "BENCHMARK_ARGS=-S weights=none"], ROOT)
+    assert dry.stdout.strip() == "python -m compare.benchmark --seeds 3 -S weights=none"
+
+
+def test_benchmark_seeds_count_from_the_seed_in_effect(params):
+    from compare.benchmark import training_seeds
+    from core import StageError
+    assert training_seeds(params, [], 1) == [("", [])]  # one seed: the experiment keeps the model's name
+    assert training_seeds(params, ["seed=7"], 3) == [(7, ["seed=7"]), (8, ["seed=8"]), (9, ["seed=9"])]
+    assert [k for k, _ in training_seeds(params, [], 2)] == [params["seed"], params["seed"] + 1]
+    with pytest.raises(StageError, match="leaves the seed range"):
+        training_seeds(params, [f"seed={2 ** 32 - 1}"], 2)
 
 
 def test_comparison_compares_the_registry_without_loading_tensorflow():
