@@ -1,13 +1,15 @@
 """The data stages through DVC itself, in a temporary git + DVC repo, against
 archives served from a loopback HTTP server."""
+import csv
 import json
 import re
+import sys
 
 import pytest
 import yaml
 
 from builders import cifar10_binary, cinic10
-from conftest import sha256
+from conftest import run_cmd, sha256
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
 from tiny_repo import USER_LEVEL, dvc, saved_model_accuracy
 
@@ -137,3 +139,30 @@ def test_dvc_exp_run_switches_the_backbone(readme_route):
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
     names = {exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])}
     assert {"basecnn", "mobilenetv2"} <= names, names
+
+
+def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation(route_copy):
+    """`make benchmark`'s runner on README's tiny project: both models queued as DVC experiments, then the
+    comparison from the per-image predictions each experiment's evaluate stage left in DVC's cache: a
+    pairwise row per set, accuracies equal to the experiments' own metrics, and a recommendation that says
+    whether the models are within noise of each other, as the val row's interval does."""
+    project = route_copy
+    out = run_cmd([sys.executable, "-m", "compare.benchmark", "--models", "basecnn", "mobilenetv2"], project,
+                  env=USER_LEVEL, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {r["model"]: r for r in csv.DictReader(open(project / "reports/comparison.csv"))}
+    pairs = {r["set"]: r for r in csv.DictReader(open(project / "reports/pairwise.csv"))}
+    assert list(pairs) == ["val", "test", "cifar10c"]  # CINIC-10 is off in the tiny project
+    assert all((r["model_a"], r["model_b"]) == ("basecnn", "mobilenetv2") for r in pairs.values())
+    counts = json.loads((project / "data/cifar10/info.json").read_text())["counts"]
+    assert [int(pairs[name]["n"]) for name in ("val", "test")] == [sum(counts[name].values()) for name in ("val", "test")]
+    for name, column in (("val", "val_accuracy_pct"), ("test", "test_accuracy_pct")):
+        for model, key in (("basecnn", "accuracy_a"), ("mobilenetv2", "accuracy_b")):
+            assert 100 * float(pairs[name][key]) == pytest.approx(float(rows[model][column]), abs=1e-2)
+            low, high = (float(rows[model][f"{column[:-4]}_ci_{end}_pct"]) for end in ("low", "high"))
+            assert low <= float(rows[model][column]) <= high
+    val = pairs["val"]
+    tied = float(val["ci_low"]) <= 0 <= float(val["ci_high"])
+    assert ("are within noise on val" in out.stdout) == tied, (val, out.stdout[-3000:])
+    assert ("A clear lead on val" in out.stdout) != tied, (val, out.stdout[-3000:])
+    assert "Recommended: " in out.stdout and "## Paired comparisons" in (project / "reports/comparison.md").read_text()
