@@ -428,12 +428,14 @@ def explain(rec):
             lines = [f"Recommended: {rec.model}, the highest {label} ({figure.iloc[0]:.2f} %) {within}."]
         else:
             lines = [f"Recommended: {rec.model} ({chosen[rec.rank_by]:.2f} %), the cheapest by {rec.prefer} "
-                     f"(compare.prefer) of the {len(rec.tied)} model(s) within noise of the highest {label} "
-                     f"({rec.ranking.index[0]}, {figure.iloc[0]:.2f} %) {within}."]
+                     f"(compare.prefer) of the {len(rec.tied)} model(s) within noise of the most accurate, "
+                     f"{rec.ranking.index[0]} ({figure.iloc[0]:.2f} % {label}), among the {len(rec.ranking)} "
+                     f"within the limits ({limits_text(rec.limits)})."]
         lines[0] += f" Its held-out accuracy: {held_out}."
         lines += margin_lines(rec)
-        if len(rec.ranking) > 1:
-            lines.append("Runners-up: " + ", ".join(f"{m} ({x:.2f} %)" for m, x in figure.iloc[1:].items()) + ".")
+        others = figure.drop(index=rec.model)
+        if len(others):
+            lines.append("Runners-up: " + ", ".join(f"{m} ({x:.2f} %)" for m, x in others.items()) + ".")
         if rec.rank_by in HELD_OUT:
             lines.append(f"Selected on {HELD_OUT[rec.rank_by]}, a held-out set: {rec.model}'s "
                          f"{chosen[rec.rank_by]:.2f} % there is optimistic, the best of {len(rec.ranking)} model(s) "

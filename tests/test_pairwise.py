@@ -109,7 +109,9 @@ def test_models_within_noise_are_tied_and_the_cheapest_by_compare_prefer_is_reco
     assert (f"slow and fast are within noise on val: 0.30 points, 95 % CI {100 * margin['ci_low']:.2f} to "
             f"{100 * margin['ci_high']:.2f}; fast is 3.0x faster at batch 1 (latency p90 2.00 vs 6.00 ms).") in out
     assert out.startswith("Recommended: fast (85.00 %), the cheapest by latency (compare.prefer) of the 2 model(s) "
-                          "within noise of the highest CIFAR-10 val accuracy (slow, 85.30 %)")
+                          "within noise of the most accurate, slow (85.30 % CIFAR-10 val accuracy), among the 2 "
+                          "within the limits (no limits).")
+    assert "Runners-up: slow (85.30 %)." in out
     pairs = list(csv.DictReader(open(tmp_path / "reports/pairwise.csv")))
     assert [(p["model_a"], p["model_b"], p["set"], p["n"], p["accuracy_a"], p["accuracy_b"], p["difference"])
             for p in pairs] == [("slow", "fast", "val", "1000", "0.853", "0.85", "0.003")]
