@@ -162,7 +162,7 @@ SEED_MAX = 2 ** 32 - 1
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # px: CIFAR-10's side; the largest input the archives keep (MAX^2 pixels)
 BATCH, EPOCHS, RATE = (1, 65536, True), (0, 10000, True), (1e-8, 1.0, False)
 NUMBERS = {
-    "seed": (0, SEED_MAX, True), "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, True),
+    **dict.fromkeys(["seed", "data_seed"], (0, SEED_MAX, True)), "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, True),
     "fetch.retries": (1, 20, True), "fetch.backoff_s": (0, 600, False), "fetch.timeout_s": (1, 3600, False),
     "cifar10.val_fraction": (0.01, 0.5, False), "cifar10.train_fraction": (0.01, 1.0, False),
     "cinic10.per_class": (1, 9000, True),  # CINIC-10's test split has 9,000 images per class

@@ -211,6 +211,8 @@ def test_integral_float_for_integer_key_becomes_int():
 @pytest.mark.parametrize("key, value, match", [
     pytest.param("seed", -1, r"`seed` is -1; must be in \[0, 4294967295\]", id="negative-seed"),
     pytest.param("seed", 2 ** 32, r"`seed` is 4294967296; must be in", id="seed-past-numpy"),
+    pytest.param("data_seed", -1, r"`data_seed` is -1; must be in \[0, 4294967295\]", id="negative-data-seed"),
+    pytest.param("data_seed", 2 ** 32, r"`data_seed` is 4294967296; must be in", id="data-seed-past-numpy"),
     pytest.param("fetch.timeout_s", 1e12, r"`fetch.timeout_s` is 1000000000000.0; must be in \[1, 3600\]",
                  id="timeout-past-timeval"),
     pytest.param("fetch.backoff_s", 1e300, r"`fetch.backoff_s` is 1e\+300; must be in \[0, 600\]",
