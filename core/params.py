@@ -198,7 +198,7 @@ KEYS = {
     "train.frozen": ("epochs", "learning_rate"),
     "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction"),
     "train.scratch": ("epochs", "learning_rate", "weight_decay", "warmup_fraction", "watch_from_fraction",
-                      "label_smoothing", "optimizer", "units", "dropout", "flip_tta", "precision"),
+                      "label_smoothing", "optimizer", "units", "dropout", "precision"),
     "train.augment": ("flip", "translate", "rotation", "zoom"),
     "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
     "evaluate": ("batch_size",),
@@ -210,7 +210,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scr
 # Params with a fixed set of values: key -> the allowed values.
 CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS}
 # Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
-FLAGS = ("train.augment.flip", "train.scratch.flip_tta", "tune.enabled")
+FLAGS = ("flip_tta", "train.augment.flip", "tune.enabled")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))

@@ -20,7 +20,7 @@ from conftest import ROOT, run_cmd
 from core.cli import report
 from core.params import (FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS, TFLITE_KINDS, ParamError, check_number, check_section, get, load,
                          spec_number, subset)
-from test_bad_inputs import run_stage
+from test_bad_inputs import run_stage, set_key
 
 FAST = settings(max_examples=15, deadline=None)
 
@@ -191,8 +191,7 @@ def test_any_value_either_passes_its_range_or_names_the_key(key, data):
 def test_any_flag_value_is_a_boolean_or_one_line_naming_the_key(key, value):
     """`flip: "no"` or `enabled: 0` would be read by truth value: a flag is true or false, nothing else."""
     params = copy.deepcopy(DEFAULTS)
-    *parents, last = key.split(".")
-    get(params, ".".join(parents))[last] = value
+    set_key(params, key, value)
     try:
         got = check_section(params, key.split(".")[0])[key]
     except ParamError as e:
