@@ -162,7 +162,7 @@ SEED_MAX = 2 ** 32 - 1
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # px: CIFAR-10's side; the largest input the archives keep (MAX^2 pixels)
 BATCH, EPOCHS, RATE = (1, 65536, True), (0, 10000, True), (1e-8, 1.0, False)
 NUMBERS = {
-    "seed": (0, SEED_MAX, True), "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, True),
+    **dict.fromkeys(["seed", "data_seed"], (0, SEED_MAX, True)), "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, True),
     "fetch.retries": (1, 20, True), "fetch.backoff_s": (0, 600, False), "fetch.timeout_s": (1, 3600, False),
     "cifar10.val_fraction": (0.01, 0.5, False), "cifar10.train_fraction": (0.01, 1.0, False),
     "cinic10.per_class": (1, 9000, True),  # CINIC-10's test split has 9,000 images per class
@@ -198,7 +198,7 @@ KEYS = {
     "train.frozen": ("epochs", "learning_rate"),
     "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction"),
     "train.scratch": ("epochs", "learning_rate", "weight_decay", "warmup_fraction", "watch_from_fraction",
-                      "label_smoothing", "optimizer", "units", "dropout", "flip_tta", "precision"),
+                      "label_smoothing", "optimizer", "units", "dropout", "precision"),
     "train.augment": ("flip", "translate", "rotation", "zoom"),
     "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
     "evaluate": ("batch_size",),
@@ -211,7 +211,7 @@ PREFER = ("latency", "size", "memory")  # compare.prefer: the cost that breaks a
 # Params with a fixed set of values: key -> the allowed values.
 CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS, "compare.prefer": PREFER}
 # Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
-FLAGS = ("train.augment.flip", "train.scratch.flip_tta", "tune.enabled", "compare.mixed_tta")
+FLAGS = ("flip_tta", "train.augment.flip", "tune.enabled", "compare.mixed_tta")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))

@@ -13,21 +13,22 @@ import copy
 from core.params import KEYS, check_section, get, known_keys
 from core.registry import entry
 
-TRAINING = ("seed", "model", "train.batch_size", "train.patience", "train.augment")
+TRAINING = ("seed", "model", "flip_tta", "train.batch_size", "train.patience", "train.augment")
 # stage -> the params keys (sections or leaves) its work reads; for a model stage, per recipe. Each stage sees
 # only these (resolve), so a stage that read another key would fail its tests, and dvc.yaml declares exactly
 # these (tests/test_dvc_yaml.py).
 READS = {
-    "download_cifar10": ("seed", "fetch", "cifar10"),
-    "sample_cinic10": ("seed", "fetch", "cinic10"),
-    "corrupt_cifar10": ("seed", "corruptions"),
-    "resolve_params": ("seed", "model", "image_size", "weights", "features", "train", "tune"),
+    # data_seed chooses every image, seed the training randomness: another training seed reruns no data stage.
+    "download_cifar10": ("data_seed", "fetch", "cifar10"),
+    "sample_cinic10": ("data_seed", "fetch", "cinic10"),
+    "corrupt_cifar10": ("data_seed", "corruptions"),
+    "resolve_params": ("seed", "model", "image_size", "weights", "flip_tta", "features", "train", "tune"),
     "features": {"scratch": ("seed", "model"),  # builds the trunk only: its outputs are never cached
                  "two_phase": ("seed", "model", "image_size", "weights", "features")},
     "train": {"scratch": (*TRAINING, "train.scratch"),
               "two_phase": (*TRAINING, "train.head", "train.frozen", "train.fine_tune", "tune")},
     "evaluate": ("seed", "model", "evaluate"),
-    "profile": ("seed", "model", "profile"),
+    "profile": ("seed", "data_seed", "model", "profile"),  # data_seed: the TFLite check subset
 }
 RESOLVED = tuple(stage for stage, keys in READS.items() if isinstance(keys, dict))  # read data/params/<stage>.json
 PARAMS_DIR = "data/params"

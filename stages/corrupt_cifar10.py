@@ -1,7 +1,7 @@
 """Stage corrupt_cifar10: CIFAR-10-C, computed locally. A seeded, class-balanced subset of the test
 split under each of the 15 benchmark corruptions at severities 1..5: data/cifar10c/<name>.npz
 (x uint8 (5, N, H, W, 3), y, index: each image's position in data/cifar10/test.npz) and info.json
-(the parameters at each severity, the seed). `corruptions.per_class: 0` writes only info.json, saying so."""
+(the parameters at each severity, the data seed). `corruptions.per_class: 0` writes only info.json, saying so."""
 import numpy as np
 from tqdm import tqdm
 
@@ -33,7 +33,7 @@ def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
     params = resolve(params, "corrupt_cifar10")  # checked; the only params this stage sees
     per_class = spec_number(params, "corruptions.per_class")
     names = names_param(params)
-    seed = spec_number(params, "seed")
+    seed = spec_number(params, "data_seed")
     if per_class == 0:
         with atomic_dir(out_dir) as tmp:
             write_json(tmp / "info.json", {"available": False, "corruptions": [],
@@ -57,7 +57,7 @@ def main(params, data_dir="data/cifar10", out_dir="data/cifar10c"):
                 bar.update()
             save_npz(tmp / f"{name}.npz", x=out, y=y, index=index)
         write_json(tmp / "info.json", {
-            "available": True, "source": "test.npz of the download_cifar10 stage", "seed": seed, "per_class": per_class,
+            "available": True, "source": "test.npz of the download_cifar10 stage", "data_seed": seed, "per_class": per_class,
             "images": int(len(index)), "image_shape": list(x.shape[1:]), "corruptions": names,
             "reference": "make_cifar_c.py (Hendrycks & Dietterich, ICLR 2019), CIFAR parameters",
             "parameters": {n: {"family": FAMILY[n], "meaning": MEANING[n],

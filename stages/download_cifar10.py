@@ -17,7 +17,7 @@ def main(params, out_dir="data/cifar10"):
         raise ParamError("params.yaml: `cifar10.urls` is none; give the archive's URL or a local path")
     val_fraction = spec_number(params, "cifar10.val_fraction")
     train_fraction = spec_number(params, "cifar10.train_fraction")
-    seed = spec_number(params, "seed")
+    seed = spec_number(params, "data_seed")
     archive = fetch_section(params, "cifar10")
 
     splits, classes, notes = PARSERS[fmt](archive)

@@ -67,7 +67,7 @@ def main(params, data_dir="data/cifar10", model_path="models/model.keras", metri
     model = load_model(model_path)
     result = run_costs(model, model_path, checked)
     test = load_images(f"{data_dir}/test.npz", len(read_dataset_info(data_dir)["classes"]))
-    eval_set = random_subset(test, checked["profile.tflite_eval_images"], job.seed)
+    eval_set = random_subset(test, checked["profile.tflite_eval_images"], checked["data_seed"])
     # The exports, metrics and conditions replace the previous ones together, once all are written: a run that
     # fails leaves the previous set, consistent.
     with atomic_dir(export_dir) as exports, atomic_path(metrics_path) as metrics_tmp, \

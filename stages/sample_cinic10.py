@@ -17,7 +17,7 @@ def main(params, out_dir="data/cinic10"):
     urls = sources(params, "cinic10.urls")
     origin = choice(params, "cinic10.origin", list(ORIGINS))
     per_class = spec_number(params, "cinic10.per_class")
-    seed = spec_number(params, "seed")
+    seed = spec_number(params, "data_seed")
     if urls:
         archive = fetch_section(params, "cinic10")
         x, y, origins, members = sample_cinic(archive, per_class, ORIGINS[origin], seed)

@@ -6,8 +6,9 @@ cached outputs; phase 2 unfreezes the top of the backbone, BatchNorm kept in
 inference mode, and fine-tunes on augmented images at a low learning rate.
 Either phase can be switched off with `epochs: 0`. From scratch (basecnn): the
 whole network, one phase. Both log to one DVCLive run on one step axis
-(plots/train). Writes models/model.keras, which takes raw uint8 images, and
-metrics/train.json; model, metrics and curves are replaced together, at the end.
+(plots/train). Writes models/model.keras, which takes raw uint8 images (computing in float32, and averaged
+over each image and its mirror if `flip_tta`, whatever the recipe), and metrics/train.json; model, metrics
+and curves are replaced together, at the end.
 
 Reads data/params/train.json (stage resolve_params): the shared training params and the selected model's
 recipe only, so basecnn does not rerun for a head param, nor a backbone for a from-scratch one. The image
@@ -51,8 +52,8 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
     """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images,
     in the machine's default precision. Phase 2 is kept only if its best validation loss beats phase 1's:
     otherwise phase 1's weights ship (Keras' early stopping starts afresh at each fit, so it cannot fall back
-    across phases by itself). Returns (shipped model, {phase: (history, best epoch)}, the phase whose
-    weights ship, metrics, conditions)."""
+    across phases by itself). Returns (trained model, {phase: (history, best epoch)}, the phase whose
+    weights ship, metrics)."""
     seed = job.seed
     t, tune = params["train"], params["tune"]
     features = {"train": load_features(f"{features_dir}/train.npz", n_classes)}
@@ -91,27 +92,29 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
                 for variable, value in phase1:
                     variable.assign(value)
     shipped = "frozen" if metrics.get("fine_tune_kept") is False else list(phases)[-1]
-    return models.for_deployment(model), phases, shipped, metrics, {"compute_dtype": models.backbone_policy(model)}
+    return model, phases, shipped, metrics
 
 
 def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job):
     """The whole network trained in one phase on augmented images (SGD with Nesterov momentum or AdamW, warm-up
     + cosine to 0), its trunk computing in bfloat16 where the CPU has it natively (train.scratch.precision; the
-    head stays float32); shipped in float32, averaged over each image and its mirror image if
-    train.scratch.flip_tta. Returns (shipped model, {"scratch": (history, best epoch)}, "scratch", metrics,
-    conditions)."""
+    head stays float32). Returns (trained model, {"scratch": (history, best epoch)}, "scratch", metrics)."""
     t, s = params["train"], params["train"]["scratch"]
     policy = hardware.compute_policy(s["precision"], job.plan)
     model = scratch_model(trunk, n_classes, s, policy)
     h, seconds, best = train_from_scratch(
         model, s, images(data["train"], job.seed, augment=True), images(data["val"]), t["patience"],
         [log, StopOnNaN("train.scratch.learning_rate", "scratch")])
-    metrics = {"scratch_time_s": seconds}
-    if s["flip_tta"]:  # what the mirror pass buys, on val: the single view's accuracy beside the shipped model's
-        metrics["val_accuracy_single_view"] = models.for_deployment(model).evaluate(images(data["val"]), verbose=0)[1]
-    shipped = models.for_deployment(model, flip_tta=s["flip_tta"])
-    return shipped, {"scratch": (h, best)}, "scratch", metrics, {"compute_dtype": models.backbone_policy(model),
-                                                                  "flip_tta": s["flip_tta"]}
+    return model, {"scratch": (h, best)}, "scratch", {"scratch_time_s": seconds}
+
+
+def deploy(model, flip_tta, val):
+    """What ships (core.models.for_deployment), with the single view's val accuracy when the mirror pass is on:
+    what that pass buys, beside the shipped model's."""
+    metrics = {}
+    if flip_tta:
+        metrics["val_accuracy_single_view"] = models.for_deployment(model).evaluate(val, verbose=0)[1]
+    return models.for_deployment(model, flip_tta=flip_tta), metrics
 
 
 def summary(phases, shipped, recipe_metrics, deployed, val):
@@ -157,10 +160,13 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
                                                        report=None) as live:
             trunk, info = load_trunk(job.name, features_dir)
             conditions.update(image_size=info["image_size"], weights=info["weights"])
-            deployed, phases, shipped, recipe_metrics, recipe_conditions = recipe(
+            model, phases, shipped, recipe_metrics = recipe(
                 trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
-        metrics = {**recipe_metrics, **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
-        conditions.update(recipe_conditions)
+            deployed, view_metrics = deploy(model, params["flip_tta"], images(data["val"]))
+        metrics = {**recipe_metrics, **view_metrics,
+                   **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
+        # Recorded for both recipes: the comparison reads whether each model's figures include the mirror pass.
+        conditions.update(compute_dtype=models.backbone_policy(model), flip_tta=params["flip_tta"])
         # The files are complete before any is renamed into place; the curves follow.
         with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \
                 atomic_path(conditions_path) as conditions_tmp:

@@ -126,7 +126,7 @@ def error_lines(stderr):
                  id="misspelt-fetch-key"),
     pytest.param("download_cifar10", "cifar10.val_fraction", DELETE, r"missing key `cifar10.val_fraction`",
                  id="missing-key"),
-    pytest.param("download_cifar10", "seed", "forty-two", r"`seed` must be an integer, got 'forty-two'",
+    pytest.param("download_cifar10", "data_seed", "forty-two", r"`data_seed` must be an integer, got 'forty-two'",
                  id="seed-not-integer"),
     pytest.param("download_cifar10", "fetch.retries", 0, r"`fetch.retries` is 0; must be in \[1, 20\]",
                  id="retries-zero"),
@@ -134,8 +134,8 @@ def error_lines(stderr):
                  id="train-fraction-nan"),
     pytest.param("download_cifar10", "cifar10.val_fraction", float("inf"), r"`cifar10.val_fraction` is inf; it "
                  r"must be a finite number", id="val-fraction-inf"),
-    pytest.param("download_cifar10", "seed", 2 ** 32, r"`seed` is 4294967296; must be in \[0, 4294967295\]",
-                 id="seed-past-numpy"),
+    pytest.param("download_cifar10", "data_seed", 2 ** 32, r"`data_seed` is 4294967296; must be in "
+                 r"\[0, 4294967295\]", id="seed-past-numpy"),
     pytest.param("download_cifar10", "cifar10.checksum", "sha256:c4a38c50a1bc", r"`cifar10.checksum` is "
                  r"'sha256:c4a38c50a1bc'; it must look like sha256:<hex> or md5:<hex>", id="checksum-cut-short"),
     pytest.param("download_cifar10", "cifar10.size_bytes", "170 MB", r"`cifar10.size_bytes` must be an integer",
@@ -443,7 +443,7 @@ def test_val_fraction_that_leaves_a_class_without_training_images(params, tmp_pa
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_disk_full_midway_keeps_the_previous_output(request, monkeypatch, stage):
     module, params, _, out, before = stage_setup(request, stage)
-    params["seed"] += 1  # the new output would differ from the previous one
+    params["data_seed"] += 1  # the new output would differ from the previous one
     real, calls = core.io.write_npz, []
 
     def fills_the_disk(f, arrays):
@@ -504,7 +504,7 @@ def test_killed_mid_write_leaves_previous_output_or_nothing(params, tmp_path, si
     work.mkdir()
     cifar_params(params, archive, val_fraction=0.2)
     if previous:
-        download_cifar10.main({**params, "seed": 7}, out_dir=out)
+        download_cifar10.main({**params, "data_seed": 7}, out_dir=out)
     before = snapshot(out)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     stalled = tmp_path / "stalled"

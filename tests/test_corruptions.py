@@ -213,7 +213,7 @@ def test_stage_writes_the_data_contract_byte_identically(test_split):
     corrupt_cifar10.main(test_split)
     test = load_npz("data/cifar10/test.npz")
     info = json.loads(open("data/cifar10c/info.json").read())
-    assert info["corruptions"] == ["gaussian_noise", "frost", "jpeg_compression"] and info["seed"] == 42
+    assert info["corruptions"] == ["gaussian_noise", "frost", "jpeg_compression"] and info["data_seed"] == 42
     assert info["parameters"]["gaussian_noise"]["severity"]["3"] == 0.08 and info["images"] == 12
     first = {}
     for name in info["corruptions"]:

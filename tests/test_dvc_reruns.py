@@ -179,8 +179,12 @@ def test_dvc_reruns_only_what_changed(route_copy, tmp_path, monkeypatch):
     # (b) every key, basecnn.
     keys = every_key(base)
     assert {k for k, _ in leaves(base)} <= set(keys)
-    for key, found in out_of_date(project, base, keys, monkeypatch).items():
+    stale = out_of_date(project, base, keys, monkeypatch)
+    for key, found in stale.items():
         assert found == readers(base, key), key
+    # Another training seed trains again on the same images; another data seed chooses other images.
+    image_stages = {"download_cifar10", "sample_cinic10", "corrupt_cifar10"}
+    assert not stale["seed"] & image_stages and image_stages <= stale["data_seed"]
     # For real: a head param or image_size for basecnn reruns resolve_params only; a download setting reruns
     # the data stages, which write the same bytes, and nothing after them; a corruption reruns CIFAR-10-C
     # and its evaluation; (d) changed back, each comes from the run cache.

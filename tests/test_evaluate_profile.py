@@ -348,7 +348,7 @@ def test_profile_stage_writes_every_figure(workdir, monkeypatch):
 
 @pytest.mark.slow  # a TFLite conversion (~3 s)
 def test_a_flip_tta_model_is_profiled_and_exported_whole(workdir):
-    """With train.scratch.flip_tta the shipped model holds both passes: its FLOPs are twice the single view's
+    """With `flip_tta` the shipped model holds both passes: its FLOPs are twice the single view's
     (plus the mirror's 98 k multiply-adds), and its TFLite export computes the same averaged predictions."""
     single = keras.models.load_model("model.keras")
     models.for_deployment(single, flip_tta=True).save("model.keras")

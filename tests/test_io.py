@@ -74,7 +74,7 @@ def test_stage_output_on_another_disk_survives_every_run(params, tmp_path):
     out.symlink_to(tmp_path / "disk" / "cifar10", target_is_directory=True)
     cifar_params(params, tmp_path / "c.tar.gz", val_fraction=0.2)
     for seed in (1, 2, 3):
-        download_cifar10.main({**params, "seed": seed}, out_dir=out)
+        download_cifar10.main({**params, "data_seed": seed}, out_dir=out)
         assert out.is_symlink() and sorted(p.name for p in out.iterdir()) == ["info.json", "test.npz", "train.npz",
                                                                                 "val.npz"]
     assert listing(tmp_path / "data") == listing(tmp_path / "disk") == ["cifar10"]
@@ -116,7 +116,7 @@ def test_dvc_repro_removes_outputs_first_and_dvc_checkout_restores_them(project,
     run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], project)
 
     (tmp_path / "c.tar.gz").write_bytes(b"not an archive")  # the next run fails
-    params["seed"] = 7
+    params["data_seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     failed = run_cmd([*dvc, "repro", "download_cifar10"], project, check=False)
     assert failed.returncode != 0 and "error: " in failed.stderr

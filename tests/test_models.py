@@ -280,9 +280,11 @@ def test_strategy_follows_the_plan():
     assert type(hardware.strategy(hardware.plan(["GPU:0", "GPU:1"], 0))) is tf.distribute.MirroredStrategy
 
 
-def test_flip_tta_averages_each_image_and_its_mirror_in_one_safe_model(tmp_path):
+@pytest.mark.parametrize("name, size", [("basecnn", 32), pytest.param("mobilenetv2", 96, marks=pytest.mark.slow)])
+def test_flip_tta_averages_each_image_and_its_mirror_in_one_safe_model(tmp_path, name, size):
+    """Either recipe's network (a backbone: resized inside the model, the mirror taken on the raw image)."""
     keras.utils.set_random_seed(0)
-    model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 16, 0.0)
+    model, _ = models.build_model(models.build_trunk(name, (32, 32, 3), size, "none"), 10, 16, 0.0)
     x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
     mirrored = np.ascontiguousarray(x[:, :, ::-1])
     want = (model.predict(x, verbose=0) + model.predict(mirrored, verbose=0)) / 2

@@ -20,7 +20,7 @@ from conftest import ROOT, run_cmd
 from core.cli import report
 from core.params import (FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS, TFLITE_KINDS, ParamError, check_number, check_section, get, load,
                          spec_number, subset)
-from test_bad_inputs import run_stage
+from test_bad_inputs import run_stage, set_key
 
 FAST = settings(max_examples=15, deadline=None)
 
@@ -191,8 +191,7 @@ def test_any_value_either_passes_its_range_or_names_the_key(key, data):
 def test_any_flag_value_is_a_boolean_or_one_line_naming_the_key(key, value):
     """`flip: "no"` or `enabled: 0` would be read by truth value: a flag is true or false, nothing else."""
     params = copy.deepcopy(DEFAULTS)
-    *parents, last = key.split(".")
-    get(params, ".".join(parents))[last] = value
+    set_key(params, key, value)
     try:
         got = check_section(params, key.split(".")[0])[key]
     except ParamError as e:
@@ -211,6 +210,8 @@ def test_integral_float_for_integer_key_becomes_int():
 @pytest.mark.parametrize("key, value, match", [
     pytest.param("seed", -1, r"`seed` is -1; must be in \[0, 4294967295\]", id="negative-seed"),
     pytest.param("seed", 2 ** 32, r"`seed` is 4294967296; must be in", id="seed-past-numpy"),
+    pytest.param("data_seed", -1, r"`data_seed` is -1; must be in \[0, 4294967295\]", id="negative-data-seed"),
+    pytest.param("data_seed", 2 ** 32, r"`data_seed` is 4294967296; must be in", id="data-seed-past-numpy"),
     pytest.param("fetch.timeout_s", 1e12, r"`fetch.timeout_s` is 1000000000000.0; must be in \[1, 3600\]",
                  id="timeout-past-timeval"),
     pytest.param("fetch.backoff_s", 1e300, r"`fetch.backoff_s` is 1e\+300; must be in \[0, 600\]",

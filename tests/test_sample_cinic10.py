@@ -46,7 +46,7 @@ def test_sampling_is_seeded_and_independent_of_member_order(params, tmp_path):
     _, first = run(params, tmp_path / "a.tar.gz", tmp_path / "a", per_class=3)
     _, again = run(params, tmp_path / "a.tar.gz", tmp_path / "a2", per_class=3)
     _, shuffled = run(params, tmp_path / "b.tar.gz", tmp_path / "b", per_class=3)
-    params["seed"] += 1
+    params["data_seed"] += 1
     _, reseeded = run(params, tmp_path / "a.tar.gz", tmp_path / "c", per_class=3)
     members = [[r["member"] for r in m] for m in (first, again, shuffled, reseeded)]
     assert members[0] == members[1] == members[2]

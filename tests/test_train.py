@@ -55,10 +55,13 @@ SEARCH = {"tune.enabled": True, "tune.trials": 3, "tune.epochs": 1, "tune.units"
 # Runs shared by the tests of this module, each trained at most once, when a test first asks for it: {route:
 # (model, changes to the one-epoch params)}. The params are conftest's `params` (From-scratch precision float32).
 ROUTES = {
-    "basecnn": ("basecnn", {}),  # flip_tta as params.yaml has it (on)
-    "basecnn-bfloat16": ("basecnn", {"train.scratch.precision": "mixed_bfloat16", "train.scratch.flip_tta": False}),
+    "basecnn": ("basecnn", {}),  # flip_tta as params.yaml has it (off)
+    "basecnn-bfloat16": ("basecnn", {"train.scratch.precision": "mixed_bfloat16", "flip_tta": True}),
     "basecnn-auto": ("basecnn", {"train.scratch.precision": "auto"}),
     "mobilenetv2": ("mobilenetv2", {}),  # both phases
+    # Both phases, shipped averaged over both views. DenseNet121: from random weights MobileNetV2's features are
+    # the same for every image (about 1e-12), so its two views would agree whatever was shipped.
+    "densenet121-flip": ("densenet121", {"flip_tta": True}),
     # The default route: `weights: imagenet` at 96 px (images resized inside the model), through Keras' own
     # loader on stand-in files (conftest's imagenet_standins); phase 2 off. MobileNetV2's head is searched.
     **{f"{name}-imagenet": (name, {"weights": "imagenet", "image_size": 96, "train.fine_tune.epochs": 0,
@@ -115,10 +118,10 @@ def shipped(shared_run):
             directory, params = shared_run(route)
             model = keras.models.load_model(directory / "models/model.keras")
             x = load_npz(directory / "data/cifar10/val.npz")["x"]
-            if REGISTRY[params["model"]].two_phase:
+            if REGISTRY[params["model"]].two_phase and not params["flip_tta"]:
                 both = keras.Model(model.input, [model.get_layer("pool").output, model.output])
                 outputs = dict(zip(("pool", "probs"), both.predict(x, verbose=0)))
-            else:  # a flip-TTA model calls its layers twice: "pool" has no single output
+            else:  # basecnn has no "pool" layer; a flip-TTA model calls its layers twice: "pool" has no single output
                 outputs = {"probs": model.predict(x, verbose=0)}
             done[route] = model, outputs
         return done[route]
@@ -185,7 +188,7 @@ def test_recorded_compute_dtype_is_the_one_asked_for_on_this_machine(trained, ma
 def test_the_saved_model_loads_without_a_warning_and_evaluates(trained):
     """The shipped model (models.for_deployment) loads without any warning: compiled with an unbuilt Adam,
     every load warned "Skipping variable loading for optimizer"; and model.evaluate works on it. Trained
-    in bfloat16 (forced, so on any CPU), it is shipped computing in float32."""
+    in bfloat16 (forced, so on any CPU), it is shipped computing in float32, the mirror pass's layers too."""
     assert trained("basecnn-bfloat16")["train"]["scratch"]["precision"] == "mixed_bfloat16"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -269,7 +272,7 @@ def test_early_stopping_watching_from_the_end_watches_the_last_epoch(workdir):
     """`watch_from_fraction: 1.0` (allowed) watches the last epoch, whose weights ship, and says so; it used to
     watch nothing and report epoch 1 as best."""
     workdir["model"] = "basecnn"
-    workdir["train"]["scratch"].update(epochs=2, watch_from_fraction=1.0, flip_tta=False)
+    workdir["train"]["scratch"].update(epochs=2, watch_from_fraction=1.0)
     features.main(workdir)
     train.main(workdir)
     metrics = json.loads(open("metrics/train.json").read())
@@ -390,7 +393,7 @@ def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(share
     before = {f: Path(f).read_bytes() for f in files}
     workdir["train"]["scratch"]["epochs"] = 2
 
-    def fails(model):
+    def fails(model, **options):
         raise RuntimeError("disk gone")
     monkeypatch.setattr(train.models, "for_deployment", fails)
     with pytest.raises(RuntimeError, match="disk gone"):
@@ -429,12 +432,13 @@ def test_label_smoothing_loss_is_keras_categorical_on_one_hot_labels():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flip_tta", [False, True])
-def test_flip_tta_through_train_ships_both_views_or_one(trained, shipped, flip_tta):
-    """train.scratch.flip_tta decides what ships: with it, the model averages each image and its mirror, so a
-    mirrored image gets the same probabilities; without it, one view, and no single-view figure beside it."""
-    route = "basecnn" if flip_tta else "basecnn-bfloat16"
-    assert trained(route)["train"]["scratch"]["flip_tta"] is flip_tta
+@pytest.mark.parametrize("route, flip_tta", [("basecnn", False), ("basecnn-bfloat16", True),
+                                             ("densenet121-imagenet", False), ("densenet121-flip", True)])
+def test_flip_tta_through_train_ships_both_views_or_one(trained, shipped, route, flip_tta):
+    """`flip_tta` decides what ships, from scratch and two-phase alike: with it, the model averages each image
+    and its mirror, so a mirrored image gets the same probabilities; without it, one view, and no single-view
+    figure beside it. The conditions say which, for both recipes."""
+    assert trained(route)["flip_tta"] is flip_tta
     metrics = json.loads(open("metrics/train.json").read())
     assert json.loads(open("metrics/conditions/train.json").read())["flip_tta"] is flip_tta
     assert ("val_accuracy_single_view" in metrics) is flip_tta
@@ -442,3 +446,22 @@ def test_flip_tta_through_train_ships_both_views_or_one(trained, shipped, flip_t
     x = load_npz("data/cifar10/val.npz")["x"]
     same = np.allclose(outputs["probs"], model.predict(x[:, :, ::-1], verbose=0), atol=1e-5)
     assert same is flip_tta
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_backbone_with_flip_tta_ships_the_mean_of_both_views(trained, shipped):
+    """A backbone through both phases with `flip_tta`: the shipped prediction on an image is the mean of the
+    single view's on the image and on its mirror, the single view being the trunk with the shipped backbone's
+    weights and the shipped head; `val_accuracy_single_view` is that single view's."""
+    params = trained("densenet121-flip")
+    assert params["flip_tta"] and json.loads(open("metrics/train.json").read())["fine_tune_epochs"] == 1
+    model, outputs = shipped("densenet121-flip")
+    trunk = keras.models.load_model("data/features/trunk.keras")
+    trunk.get_layer("backbone").set_weights(model.get_layer("backbone").get_weights())  # phase 2 changed its top
+    single = keras.Model(trunk.input, model.get_layer("head")(trunk.output))
+    val = load_npz("data/cifar10/val.npz")
+    plain, mirrored = (single.predict(x, verbose=0) for x in (val["x"], np.ascontiguousarray(val["x"][:, :, ::-1])))
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # the views differ, so their mean is a real test
+    np.testing.assert_allclose(outputs["probs"], (plain + mirrored) / 2, atol=1e-5)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert metrics["val_accuracy_single_view"] == pytest.approx(np.mean(plain.argmax(1) == val["y"]), abs=1e-4)
