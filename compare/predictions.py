@@ -10,6 +10,7 @@ import io
 import numpy as np
 
 from core import StageError
+from core.io import ZIP_ERRORS
 
 SETS = ("val", "test", "cinic10", "cifar10c")  # data/predictions/<set>.npz; cifar10c: (corruption, severity) axes
 
@@ -20,13 +21,17 @@ def read(data, where):
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise StageError(f"{where}: not a readable predictions file ({e}); run `dvc exp run` for it again") from e
+    except (ValueError, *ZIP_ERRORS) as e:  # ValueError: not an .npz, or pickled content
+        raise StageError(f"{where}: not a readable predictions file ({type(e).__name__}: {e}); run the experiment's "
+                         "evaluate stage again") from e
     missing = [k for k in ("y", "pred", "prob", "images_sha256") if k not in arrays]
-    y, pred, prob = (arrays.get(k) for k in ("y", "pred", "prob"))
-    if missing or y.shape != pred.shape or prob.shape[:-1] != y.shape or not len(y):
+    y, pred, prob, digest = (arrays.get(k) for k in ("y", "pred", "prob", "images_sha256"))
+    if missing or y.ndim == 0 or y.shape != pred.shape or prob.shape[:-1] != y.shape or not y.size \
+            or y.dtype.kind != "u" or pred.dtype.kind != "u" or prob.dtype.kind != "f" or digest.dtype.kind != "U" \
+            or digest.ndim:
         raise StageError(f"{where}: not per-image predictions (" + (f"no {', '.join(missing)}" if missing else
-                         f"y {y.shape}, pred {pred.shape}, prob {prob.shape}") + "); run `dvc exp run` for it again")
+                         f"y {y.dtype} {y.shape}, pred {pred.dtype} {pred.shape}, prob {prob.dtype} {prob.shape}, "
+                         f"images_sha256 {digest.dtype} {digest.shape}") + "); run the experiment's evaluate stage again")
     return arrays
 
 

@@ -175,8 +175,8 @@ def comparison_table(records, names=MODELS, param_keys=()):
         for column in SEED_SPREAD:
             row[f"{column.removesuffix('_pct')}_std_pp"] = ok[column].std() if len(ok) > 1 else math.nan
         row["seeds"] = len(ok) if len(ok) else math.nan
-        row["seed"] = " ".join(sorted({record_seed(r) or NA for r in groups.get(name, [])}, key=str)) \
-            if len(ok) else NA
+        seeds = {record_seed(r) or NA for r in groups.get(name, [])}
+        row["seed"] = " ".join(sorted(seeds, key=lambda s: (len(s), s))) if len(ok) else NA  # 9 before 10
         row["experiments"] = ", ".join(str(r.get("Experiment")) for r in groups.get(name, [])) or name
         rows.append(row)
     out = pd.DataFrame(rows, index=pd.Index(names, name="model"))

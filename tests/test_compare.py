@@ -271,7 +271,9 @@ def test_compare_params_are_checked(params):
                              ("max_size_mb", -1, "`compare.max_size_mb` is -1; must be in [0, inf]"),
                              ("max_latency_ms", "fast", "`compare.max_latency_ms` must be a number"),
                              ("max_latency_ms", float("nan"), "`compare.max_latency_ms` is NaN"),
-                             ("max_latency", 5, "unknown key `compare.max_latency`; did you mean")):
+                             ("max_latency", 5, "unknown key `compare.max_latency`; did you mean"),
+                             ("prefer", "speed", "`compare.prefer` is 'speed'; allowed: latency, size, memory"),
+                             ("mixed_tta", "yes", "`compare.mixed_tta` must be true or false, got 'yes'")):
         p = copy.deepcopy(params)
         p["compare"][key] = value
         with pytest.raises(ParamError, match="params.yaml: " + says.replace("[", r"\[").replace("]", r"\]")):

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from compare import pairwise, predictions, report
@@ -208,3 +210,44 @@ def test_figures_draw_each_accuracys_interval(params, tmp_path, monkeypatch):
             pytest.approx((table.at[m, "val_accuracy_ci_low_pct"], table.at[m, "val_accuracy_ci_high_pct"]), abs=1e-3)
             for m in ("slow", "fast")]
     assert len(drawn["metrics_grid"][0]) == 1 and rec.rank_by == "val_accuracy_pct"  # the val panel
+
+
+VALID = set_arrays(Y[:20], np.arange(20) < 15)
+
+
+def npz_bytes(arrays):
+    buf = io.BytesIO()
+    write_npz(buf, arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("arrays", [
+    {k: v for k, v in VALID.items() if k != "pred"},
+    VALID | {"pred": VALID["pred"][:-1]},
+    VALID | {"prob": VALID["prob"][:, :, None]},
+    VALID | {"y": VALID["y"].astype(np.float32)},
+    VALID | {"images_sha256": np.array([1, 2])},
+    VALID | {"y": np.array(3, np.uint8), "pred": np.array(3, np.uint8), "prob": np.zeros(10, np.float16)},
+    {k: v[:0] if k != "images_sha256" else v for k, v in VALID.items()},
+], ids=["no-pred", "pred-short", "prob-extra-axis", "float-labels", "digest-not-text", "scalars", "no-images"])
+def test_a_predictions_file_of_the_wrong_shape_is_refused_naming_it(arrays):
+    with pytest.raises(StageError, match=r"^data/predictions/val.npz of experiment m: not per-image predictions"):
+        predictions.read(npz_bytes(arrays), "data/predictions/val.npz of experiment m")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_damaged_predictions_file_is_read_whole_or_refused_in_one_line(data):
+    """Bytes flipped, cut or appended anywhere: the arrays come back checked, or one StageError names the file
+    (never a zipfile, zlib or numpy exception, never an unpickled object)."""
+    raw = bytearray(npz_bytes(VALID))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] ^= data.draw(st.integers(1, 255))
+    raw = raw[:data.draw(st.integers(0, len(raw)))] + data.draw(st.binary(max_size=8))
+    try:
+        arrays = predictions.read(bytes(raw), "val.npz")
+    except StageError as e:
+        assert str(e).startswith("val.npz: not ") and "\n" not in str(e)
+    else:
+        assert arrays["y"].shape == arrays["pred"].shape == arrays["prob"].shape[:-1]
