@@ -27,11 +27,14 @@ run-offline: setup
 # every experiment, e.g.
 #   make benchmark BENCHMARK_ARGS="-S weights=none -S cinic10.urls=none"
 # SEEDS=3 trains each model with 3 training seeds on the same images (data_seed) and compares their means.
+# JOBS=N runs N experiments at once, each on 1/N of the cores: for a host with cores to spare; the timed
+# figures then share the CPU (the comparison says so). 1 is right for timed figures on a small CPU.
 BENCHMARK_ARGS ?=
 SEEDS ?= 1
+JOBS ?= 1
 .PHONY: benchmark
 benchmark: setup  ## every backbone through the chain, then the comparison
-	python -m compare.benchmark --seeds $(SEEDS) $(BENCHMARK_ARGS)
+	python -m compare.benchmark --seeds $(SEEDS) --jobs $(JOBS) $(BENCHMARK_ARGS)
 
 # Two pytest-xdist workers (make test and make test-fast): the end-to-end tests spend much of their time
 # starting processes and in DVC, so two keep both cores of a small machine busy; the tests that share one run of README's route stay in one

@@ -1,13 +1,15 @@
 """Every backbone through the whole chain as DVC experiments, then the comparison.
 
-  python -m compare.benchmark [--models NAME ...] [--seeds N] [-S key=value ...]    (`make benchmark`)
+  python -m compare.benchmark [--models NAME ...] [--seeds N] [--jobs N] [-S key=value ...]    (`make benchmark`)
 
 Queues `dvc exp run --queue -n <model> -S model=<model> [-S ...]` per model
 (with `--seeds N`, N experiments per model, `<model>-seed<k>` with `-S seed=<k>`
 for k = seed, seed + 1, ...: training randomness only, the images stay those
 of `data_seed`),
 runs the queue one experiment at a time (`dvc exp run --run-all -j 1`: timed
-figures must not share the CPU) and follows its logs. Stages whose inputs did
+figures must not share the CPU), or with `--jobs N` N at a time, each stage
+sizing its threads to 1/N of the cores (BENCHMARK_WORKERS, core.hardware), and
+follows its logs. Stages whose inputs did
 not change between models (the data stages) are restored from DVC's run cache,
 not run again. A model that fails leaves the others' results; its log
 (`dvc queue logs <model>`) is shown and the command exits 1 after writing the
@@ -15,21 +17,23 @@ comparison of the rest (compare/report.py). Experiments of the same names on
 this commit are replaced.
 """
 import argparse
+import os
 import subprocess
 import sys
 
 from compare.report import exp_records
 from compare.report import main as compare
 from compare.table import MODELS, comparison_table, constraints, model_of, seed_name
-from core import StageError
+from core import WORKERS_ENV, StageError
 from core.params import SEED_MAX
 
 LOG_LINES = 40  # of a failed model's log shown here; `dvc queue logs <model>` has all of it
 
 
-def dvc(*args, capture=True):
+def dvc(*args, capture=True, env=None):
     # This interpreter's DVC, so the venv's is used however the command was started.
-    return subprocess.run([sys.executable, "-m", "dvc", *args], text=True, capture_output=capture)
+    return subprocess.run([sys.executable, "-m", "dvc", *args], text=True, capture_output=capture,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def clear(names):
@@ -81,17 +85,19 @@ def log_tail(name):
     return "\n".join(lines[-LOG_LINES:])
 
 
-def main(params, names=MODELS, overrides=(), seeds=1):
+def main(params, names=MODELS, overrides=(), seeds=1, jobs=1):
     constraints(params)  # a bad compare.* stops here, before any training
-    if seeds < 1:
-        raise StageError(f"--seeds must be 1 or more, got {seeds}")
+    for flag, value in (("--seeds", seeds), ("--jobs", jobs)):
+        if value < 1:
+            raise StageError(f"{flag} must be 1 or more, got {value}")
     plan = training_seeds(params, list(overrides), seeds)
     clear(names)
     for name in names:
         for seed, extra in plan:
             queue(seed_name(name, seed) if extra else name, name, [*overrides, *extra])
     # Exits 0 even when an experiment failed: those are found below.
-    if dvc("exp", "run", "--run-all", "-j", "1", capture=False).returncode:
+    # The queue workers inherit this environment, and so do the stages they run.
+    if dvc("exp", "run", "--run-all", "-j", str(jobs), capture=False, env={WORKERS_ENV: str(jobs)}).returncode:
         raise StageError("dvc exp run --run-all failed (see above); `dvc queue status` shows what ran")
     records = exp_records()
     status = comparison_table(records, names).status
@@ -114,7 +120,10 @@ if __name__ == "__main__":
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="NAME")
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="training seeds per model (experiments <model>-seed<k>; the images stay data_seed's)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="experiments run at once (DVC queue workers), each on 1/N of the cores; timed figures then "
+                         "share the CPU")
     ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="key=value",
                     help="passed to every `dvc exp run` (as `dvc exp run -S`)")
     args = ap.parse_args()
-    run(lambda params: main(params, tuple(args.models), args.overrides, args.seeds))
+    run(lambda params: main(params, tuple(args.models), args.overrides, args.seeds, args.jobs))

@@ -81,8 +81,15 @@ def between(rows, a, b, name):
     return None
 
 
+def p_text(p):
+    """A p-value for people: 3 significant digits; below the smallest double it is 0.0 in floating point,
+    which is not a probability of 0."""
+    return "n/a" if np.isnan(p) else "< 1e-300" if p < 1e-300 else f"{p:.3g}"
+
+
 def pairwise_csv(rows):
-    """reports/pairwise.csv: fractions to 6 places, the p-value to 4 significant digits, n/a where not defined."""
+    """reports/pairwise.csv: fractions to 6 places, the p-value to 4 significant digits (0 where it is below the
+    smallest double), n/a where not defined."""
     out = rows.copy()
     for column in ("accuracy_a", "accuracy_b", "difference", "ci_low", "ci_high"):
         out[column] = out[column].round(6)

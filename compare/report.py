@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from compare.figures import FIGURES, draw
-from compare.pairwise import INTERVAL_COLUMNS, model_scores, pairwise, pairwise_csv, with_intervals
+from compare.pairwise import INTERVAL_COLUMNS, model_scores, p_text, pairwise, pairwise_csv, with_intervals
 from compare.predictions import exp_predictions
 from compare.table import (COLUMNS, CONDITIONS, MCE_BASELINE, MODELS, NA, SEED_SPREAD, SET_TEXT, comparison_table,
                            conditions_text, constraints, explain, fmt, main_table, markdown, param_keys,
@@ -78,7 +78,7 @@ def pairwise_table(pairs):
                      "McNemar p"],
                     [[r.model_a, r.model_b, SET_TEXT[r.set], r.n, f"{100 * r.accuracy_a:.2f}",
                       f"{100 * r.accuracy_b:.2f}", f"{100 * r.difference:.2f} [{100 * r.ci_low:.2f}, "
-                      f"{100 * r.ci_high:.2f}]", fmt(r.mcnemar_p, ".3g")] for r in pairs.itertuples()])
+                      f"{100 * r.ci_high:.2f}]", p_text(r.mcnemar_p)] for r in pairs.itertuples()])
 
 
 def report_markdown(table, rec, figure_links, pairs, unpaired):
@@ -89,6 +89,12 @@ def report_markdown(table, rec, figure_links, pairs, unpaired):
     if isinstance(cpu, str) and cpu not in ("None", "!"):
         out += [f"Costs measured on {cpu}, {fmt(ok.usable_cores.iloc[0], '.0f')} usable core(s), "
                 f"TensorFlow {ok.tensorflow.iloc[0]}; sizes in MB of 10^6 bytes.", ""]
+    shared = ok.queue_workers[ok.queue_workers > 1]
+    if len(shared):
+        out += [f"Timed figures of {', '.join(shared.index)} were measured while {fmt(shared.max(), '.0f')} "
+                "experiments ran at once (make benchmark JOBS=N): they shared the CPU, so their latency, "
+                "throughput and training time are slower than on an idle host and compare only with each other. "
+                "JOBS=1 times each model alone.", ""]
     if (ok.weights == "none").any():
         out += ["These runs used `weights: none` (random initialisation): backbone accuracies measure cost, "
                 "not transfer quality.", ""]

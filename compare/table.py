@@ -11,7 +11,7 @@ from typing import Optional
 
 import pandas as pd
 
-from compare.pairwise import INTERVAL_COLUMNS, SET_COLUMNS, between
+from compare.pairwise import INTERVAL_COLUMNS, SET_COLUMNS, between, p_text
 from core import StageError
 from core.corruptions import NAMES as CORRUPTIONS
 from core.params import TFLITE_KINDS, check_section, choice, get, number
@@ -64,8 +64,9 @@ CONDITIONS = {"weights": ("params.yaml:weights", "weights", "conditions.train.we
               "cifar10_format": ("cifar10.format",), "train_fraction": ("cifar10.train_fraction",),
               "cpu": ("conditions.profile.cpu",), "usable_cores": ("conditions.profile.usable_cores",),
               "tensorflow": ("conditions.profile.tensorflow",),
-              "flip_tta": ("conditions.train.flip_tta",)}
-NUMERIC_CONDITIONS = ["image_size_px", "train_fraction", "usable_cores"]
+              "flip_tta": ("conditions.train.flip_tta",),
+              "queue_workers": ("conditions.profile.queue_workers",)}  # experiments sharing the host (JOBS)
+NUMERIC_CONDITIONS = ["image_size_px", "train_fraction", "usable_cores", "queue_workers"]
 
 # compare.<key> -> (column it limits, what it is called, unit). Latency is limited at p90, the figure MLPerf's
 # single-stream scenario reports: a limit on the median would let every tenth call break it.
@@ -409,7 +410,8 @@ def margin_lines(rec):
         if margin is None:
             return [f"Not tested against the runner-up {runner}: no per-image predictions of both on the same "
                     f"images (data/predictions), so a lead this small may be noise."]
-        p = "" if pd.isna(margin["mcnemar_p"]) else f", exact McNemar p = {margin['mcnemar_p']:.3g}"
+        text = p_text(margin["mcnemar_p"])
+        p = "" if text == NA else f", exact McNemar p {'' if text.startswith('<') else '= '}{text}"
         return [f"A clear lead on {set_text}: {points(margin)} over the runner-up {runner}{p}."]
     return []
 

@@ -4,6 +4,7 @@ import math
 import os
 from pathlib import Path
 
+from core import WORKERS_ENV, StageError
 from core.runtime import keras, tf
 
 
@@ -93,9 +94,21 @@ def cores_allowed(affinity, quota):
     return cores if quota is None else max(1, min(cores, math.ceil(quota)))
 
 
-def usable_cores(cgroup_root=None):
+def queue_workers(environ=None):
+    """How many experiments run at once on this host: BENCHMARK_WORKERS (a whole number >= 1), else 1."""
+    value = (os.environ if environ is None else environ).get(WORKERS_ENV, "1")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise StageError(f"{WORKERS_ENV}={value!r}: the number of experiments sharing this host must be a whole "
+                         "number (make benchmark JOBS=N sets it)") from None
+
+
+def usable_cores(cgroup_root=None, environ=None):
+    """Cores this process can keep busy (cores_allowed), shared among the experiments running at once: N x all
+    of them would oversubscribe the CPU."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores_allowed(affinity, cpu_quota(cgroup_root))
+    return max(1, cores_allowed(affinity, cpu_quota(cgroup_root)) // queue_workers(environ))
 
 
 def configure(seed):

@@ -12,7 +12,7 @@ import psutil
 from tqdm import tqdm
 
 from core import quiet
-from core.hardware import cpu_quota, op_determinism, usable_cores
+from core.hardware import cpu_quota, op_determinism, queue_workers, usable_cores
 from core.metrics import percentiles_ms
 from core.runtime import keras, tf
 
@@ -47,7 +47,8 @@ def conditions(model=None):
                 break
     return {
         "cpu": cpu,
-        "usable_cores": usable_cores(),
+        "usable_cores": usable_cores(),  # this experiment's share when several run at once (queue_workers)
+        "queue_workers": queue_workers(),  # experiments sharing the host while these figures were measured
         "cpu_quota_cores": cpu_quota(),  # the cgroup's CPU limit (null: none), already within usable_cores
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

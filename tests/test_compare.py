@@ -339,6 +339,17 @@ def test_main_writes_the_reports_the_conditions_and_the_recommendation(params, t
     assert not list(tmp_path.glob("*/.*"))  # atomic writes left no temporary files
 
 
+def test_figures_timed_while_experiments_shared_the_host_say_so(params, tmp_path):
+    from compare import report
+    records = [record("a", **{"conditions.profile.queue_workers": 2}), record("b", **{"conditions.profile.queue_workers": 2}),
+               record("c", **{"conditions.profile.queue_workers": 1})]
+    report.main(params, records, ("a", "b", "c"), tmp_path / "r", tmp_path / "p", read=lambda record: {})
+    assert "Timed figures of a, b were measured while 2 experiments ran at once (make benchmark JOBS=N)" in \
+        (tmp_path / "r/comparison.md").read_text()
+    sidecar = {r["model"]: float(r["queue_workers"]) for r in csv.DictReader(open(tmp_path / "r/comparison_conditions.csv"))}
+    assert sidecar == {"a": 2, "b": 2, "c": 1}
+
+
 def test_main_without_any_results_stops_with_a_clear_error(params, tmp_path):
     from compare import report
     from core import StageError
@@ -487,12 +498,12 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     assert "mean over the seeds" in (repo / "reports/comparison.md").read_text()
 
 
-def test_make_benchmark_passes_seeds_and_overrides_to_the_runner():
-    """`make benchmark SEEDS=3 BENCHMARK_ARGS=...` runs compare.benchmark with --seeds 3 and the overrides (a
+def test_make_benchmark_passes_seeds_jobs_and_overrides_to_the_runner():
+    """`make benchmark SEEDS=3 JOBS=2 BENCHMARK_ARGS=...` runs compare.benchmark with them (a
     dry run: -n prints the recipe; -o keeps make from building the venv)."""
-    dry = run_cmd(["make", "-s", "-n", "-o", ".venv/installed", "benchmark", "SEEDS=3",
+    dry = run_cmd(["make", "-s", "-n", "-o", ".venv/installed", "benchmark", "SEEDS=3", "JOBS=2",
                    "BENCHMARK_ARGS=-S weights=none"], ROOT)
-    assert dry.stdout.strip() == "python -m compare.benchmark --seeds 3 -S weights=none"
+    assert dry.stdout.strip() == "python -m compare.benchmark --seeds 3 --jobs 2 -S weights=none"
 
 
 def test_benchmark_seeds_count_from_the_seed_in_effect(params):

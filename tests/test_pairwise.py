@@ -251,3 +251,8 @@ def test_any_damaged_predictions_file_is_read_whole_or_refused_in_one_line(data)
         assert str(e).startswith("val.npz: not ") and "\n" not in str(e)
     else:
         assert arrays["y"].shape == arrays["pred"].shape == arrays["prob"].shape[:-1]
+
+
+def test_a_p_value_below_the_smallest_double_is_not_written_as_zero():
+    assert [pairwise.p_text(p) for p in (0.0, 1e-320, 0.0123456, 1.0, math.nan)] == [
+        "< 1e-300", "< 1e-300", "0.0123", "1", "n/a"]

@@ -3,6 +3,7 @@ archives served from a loopback HTTP server."""
 import csv
 import json
 import re
+import shutil
 import sys
 
 import pytest
@@ -141,7 +142,7 @@ def test_dvc_exp_run_switches_the_backbone(readme_route):
     assert {"basecnn", "mobilenetv2"} <= names, names
 
 
-def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation(route_copy):
+def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation_also_with_two_workers(route_copy):
     """`make benchmark`'s runner on README's tiny project: both models queued as DVC experiments, then the
     comparison from the per-image predictions each experiment's evaluate stage left in DVC's cache: a
     pairwise row per set, accuracies equal to the experiments' own metrics, and a recommendation that says
@@ -166,3 +167,19 @@ def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation(route
     assert ("are within noise on val" in out.stdout) == tied, (val, out.stdout[-3000:])
     assert ("A clear lead on val" in out.stdout) != tied, (val, out.stdout[-3000:])
     assert "Recommended: " in out.stdout and "## Paired comparisons" in (project / "reports/comparison.md").read_text()
+
+    # JOBS=2 (two DVC queue workers, each stage on half the cores): with the run cache gone both models train
+    # again, at once, and reach the accuracies of the one-at-a-time runs above.
+    shutil.rmtree(project / ".dvc/cache/runs")
+    both = run_cmd([sys.executable, "-m", "compare.benchmark", "--models", "basecnn", "mobilenetv2", "--jobs", "2"],
+                   project, env=USER_LEVEL, check=False)
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert both.stdout.count("Running stage 'train'") == 2
+    again = {r["model"]: r for r in csv.DictReader(open(project / "reports/comparison.csv"))}
+    for model in ("basecnn", "mobilenetv2"):
+        for column in ("val_accuracy_pct", "test_accuracy_pct", "corruption_accuracy_pct"):
+            assert again[model][column] == rows[model][column], (model, column)
+    shared = {r["model"]: float(r["queue_workers"])
+              for r in csv.DictReader(open(project / "reports/comparison_conditions.csv"))}
+    assert shared == {"basecnn": 2, "mobilenetv2": 2}
+    assert "measured while 2 experiments ran at once" in (project / "reports/comparison.md").read_text()

@@ -44,6 +44,27 @@ def test_a_one_core_quota_is_what_threads_and_the_conditions_count(tmp_path, mon
     assert conditions["usable_cores"] == 1 and conditions["cpu_quota_cores"] == 1.0
 
 
+@pytest.mark.parametrize("workers, cores", [("1", 4), ("2", 2), ("3", 1), ("8", 1)])
+def test_experiments_sharing_the_host_split_its_cores(tmp_path, monkeypatch, workers, cores):
+    """make benchmark JOBS=N sets BENCHMARK_WORKERS=N: each experiment sizes its threads to its share of a
+    4-core quota (never below 1), and the profile's conditions say how many shared the host."""
+    from core import profiling
+    monkeypatch.setattr(hardware, "CGROUP_ROOT", str(cgroup(tmp_path, {"cpu.max": "400000 100000\n"})))
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setenv(hardware.WORKERS_ENV, workers)
+    assert hardware.usable_cores() == cores
+    assert hardware.plan([], hardware.usable_cores())["intra_op_threads"] == cores
+    conditions = profiling.conditions()
+    assert (conditions["usable_cores"], conditions["queue_workers"]) == (cores, int(workers))
+
+
+def test_a_bad_worker_count_is_one_line_naming_the_variable(monkeypatch):
+    from core import StageError
+    monkeypatch.setenv(hardware.WORKERS_ENV, "two")
+    with pytest.raises(StageError, match="BENCHMARK_WORKERS='two': the number of experiments sharing this host"):
+        hardware.usable_cores()
+
+
 @pytest.mark.parametrize("platform, ru_maxrss", [("linux", 2048), ("darwin", 2048 * 1024)])
 def test_peak_rss_is_read_in_each_systems_unit(platform, ru_maxrss):
     """getrusage reports kibibytes on Linux and bytes on macOS: both are 2 MiB here."""

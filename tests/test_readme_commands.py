@@ -34,6 +34,8 @@ NOT_RUN = {
     "make benchmark": "five backbones on the full data; tests/test_compare.py runs compare.benchmark on a stand-in "
                       "pipeline",
     'make benchmark BENCHMARK_ARGS="-S weights=none -S cinic10.urls=none"': "as make benchmark",
+    "make benchmark JOBS=4": "as make benchmark; tests/test_pipeline_e2e.py runs compare.benchmark --jobs 2 on "
+                             "README's tiny project, tests/test_compare.py checks the make line",
     "make benchmark SEEDS=3": "as make benchmark; tests/test_compare.py runs compare.benchmark --seeds 2 on the "
                               "stand-in pipeline and checks the make line",
     "python -m compare.benchmark -S cifar10.format=folders -S 'cifar10.urls=[<abs path>/cifar10-jpg.tar.gz]' "
