@@ -391,7 +391,8 @@ def cheaper(rec, model, other):
     unit = column.rpartition("_")[2].replace("mb", "MB")
     if pd.isna(mine) or pd.isna(theirs):
         return f"{model}'s {figure} is {fmt(mine)}, {other}'s {fmt(theirs)} {unit}"
-    ratio = f"{theirs / mine:.1f}x" if mine > 0 else "infinitely"
+    # two decimals near 1 (1.02x, not 1.0x), one above 2 (2.9x)
+    ratio = "infinitely" if mine <= 0 else f"{theirs / mine:.2f}x" if theirs / mine < 1.995 else f"{theirs / mine:.1f}x"
     return f"{model} is {ratio} {said} ({figure} {mine:.2f} vs {theirs:.2f} {unit})"
 
 
