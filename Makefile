@@ -37,8 +37,8 @@ benchmark: setup  ## every backbone through the chain, then the comparison
 	python -m compare.benchmark --seeds $(SEEDS) --jobs $(JOBS) $(BENCHMARK_ARGS)
 
 # Two pytest-xdist workers (make test and make test-fast): the end-to-end tests spend much of their time
-# starting processes and in DVC, so two keep both cores of a small machine busy; the tests that share one run of README's route stay in one
-# worker (their xdist_group). TEST_WORKERS=0 runs the suite in this process.
+# starting processes and in DVC, so two keep both cores of a small machine busy; README's route runs once for
+# both (tests/conftest.py). TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 2
 test: setup       ## every test: unit, slow and end-to-end (what CI runs)
 	python -m pytest -n $(TEST_WORKERS) --dist loadgroup

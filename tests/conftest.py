@@ -172,18 +172,23 @@ def project(tmp_path):
 
 @pytest.fixture(scope="session")
 def readme_route(tmp_path_factory):
-    """README's route on tiny data, run once for the session (tests/tiny_repo.py): read-only for the tests
-    that use it; a test that runs more takes `route_copy`."""
+    """README's route on tiny data, run once for the whole session (tests/tiny_repo.py): read-only for the tests
+    that use it; a test that runs more takes `route_copy`. Under pytest-xdist (make test) the first worker to
+    need it runs it in the directory the workers share, the others wait for it and read its record, so the
+    tests that use it spread over the workers instead of queueing in one."""
+    import pickle
+
+    from filelock import FileLock
+
     from tiny_repo import readme_route
-    return readme_route(tmp_path_factory.mktemp("readme-route"))
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks
-def pytest_collection_modifyitems(items):
-    """The tests that use readme_route share its one run: under pytest-xdist (make test), in one worker."""
-    for item in items:
-        if "readme_route" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("readme_route"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return readme_route(tmp_path_factory.mktemp("readme-route"))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, above each worker's own
+    record = shared / "readme-route.pickle"
+    with FileLock(shared / "readme-route.lock"):
+        if not record.exists():
+            record.write_bytes(pickle.dumps(readme_route(shared / "readme-route")))
+    return pickle.loads(record.read_bytes())
 
 
 @pytest.fixture

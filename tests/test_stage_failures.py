@@ -38,8 +38,9 @@ def save_model(seed):
 def workdir(tmp_path, monkeypatch, params):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
-    save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
-             y=(np.arange(40) % 10).astype(np.uint8))
+    for split, n in (("val", 20), ("test", 40)):
+        save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 y=(np.arange(n) % 10).astype(np.uint8))
     write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})
     save_npz("data/cinic10/sample.npz", x=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
              y=(np.arange(20) % 10).astype(np.uint8), origin=np.array(["imagenet", "cifar10"] * 10))
@@ -66,7 +67,8 @@ def failing_last_write(module, monkeypatch):
 
 # stage, its outputs, and what makes the second run write other bytes into each of them
 STAGES = {
-    "evaluate": (["plots/evaluate", "metrics/evaluate.json", "metrics/conditions/evaluate.json"], {}),
+    "evaluate": (["data/predictions", "plots/evaluate", "metrics/evaluate.json", "metrics/conditions/evaluate.json"],
+                 {}),
     "profile": (["models/tflite", "metrics/profile.json", "metrics/conditions/profile.json"], {"tflite": ["fp32"]}),
 }
 
