@@ -1,5 +1,5 @@
-"""Hardware set-up: threads on CPU, mixed precision on GPU, MirroredStrategy on several GPUs, and which
-precision training computes in."""
+"""Hardware set-up: threads on CPU, mixed precision on GPU, MirroredStrategy on several GPUs (or on a CPU split
+into several logical devices), and which precision training computes in."""
 import math
 import os
 from pathlib import Path
@@ -8,13 +8,17 @@ from core import WORKERS_ENV, StageError
 from core.runtime import keras, tf
 
 
-def plan(gpus, cores, native_bfloat16=False):
+def plan(gpus, cores, native_bfloat16=False, devices=None):
     """What to do on a machine with these GPUs and usable CPU cores, whose CPU computes bfloat16 natively
-    or not (pure, testable)."""
+    or not (pure, testable). `devices`: the logical devices of the kind training runs on (the GPUs, else the
+    CPU), by default one per GPU, or the one CPU; several only where TensorFlow was told to split a device
+    (tf.config.set_logical_device_configuration, configured_devices). More than one: MirroredStrategy."""
+    devices = (len(gpus) or 1) if devices is None else devices
     return {
         "gpus": len(gpus),
+        "devices": devices,
         "native_bfloat16": native_bfloat16,
-        "strategy": "mirrored" if len(gpus) > 1 else "default",
+        "strategy": "mirrored" if devices > 1 else "default",
         "mixed_precision": bool(gpus),
         # On CPU, TensorFlow's defaults count the host's cores, not this process's share of them.
         "intra_op_threads": 0 if gpus else cores,
@@ -113,7 +117,8 @@ def usable_cores(cgroup_root=None, environ=None):
 
 def configure(seed):
     """Apply the plan for this machine and seed everything. Call before TensorFlow's first op."""
-    p = plan(tf.config.list_physical_devices("GPU"), usable_cores(), bool(cpu_flags() & set(BFLOAT16_FLAGS)))
+    gpus = tf.config.list_physical_devices("GPU")
+    p = plan(gpus, usable_cores(), bool(cpu_flags() & set(BFLOAT16_FLAGS)), configured_devices(gpus))
     try:
         tf.config.threading.set_intra_op_parallelism_threads(p["intra_op_threads"])
         tf.config.threading.set_inter_op_parallelism_threads(p["inter_op_threads"])
@@ -133,5 +138,18 @@ def op_determinism():
     return tf_config.is_op_determinism_enabled()
 
 
+def configured_devices(gpus):
+    """The logical devices of the kind training runs on (the GPUs, else the CPU): one per physical device unless
+    tf.config.set_logical_device_configuration split some. Read without initialising TensorFlow."""
+    physical = gpus or tf.config.list_physical_devices("CPU")[:1]
+    return sum(len(tf.config.get_logical_device_configuration(d) or [d]) for d in physical)
+
+
 def strategy(p):
-    return tf.distribute.MirroredStrategy() if p["strategy"] == "mirrored" else tf.distribute.get_strategy()
+    """TensorFlow's default strategy (one device), or a MirroredStrategy over every logical device of the kind
+    training runs on: the GPUs (MirroredStrategy's default), or the logical CPUs a process split its CPU into
+    (its default would take CPU:0 alone)."""
+    if p["strategy"] != "mirrored":
+        return tf.distribute.get_strategy()
+    cpus = None if p["gpus"] else [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(cpus)

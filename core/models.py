@@ -9,11 +9,11 @@ head (dropout, dense, softmax) is the same for every entry: adding a Keras
 application is one line of core.registry.REGISTRY.
 """
 import contextlib
-from pathlib import Path
 
 import numpy as np
 
 from core import StageError
+from core.params import weights_source
 from core.registry import REGISTRY, entry, input_size  # noqa: F401 (re-exported: models.entry(...))
 from core.runtime import keras
 
@@ -70,47 +70,77 @@ def preprocessing_layer(preprocess):
 
 
 @contextlib.contextmanager
-def _keras_weights_from(path):
-    """keras.applications build a backbone's ImageNet architecture only for
-    weights="imagenet" (EfficientNet then adds an input rescaling that its
-    ImageNet weights expect), and fetch that file with file_utils.get_file:
-    hand Keras the user's file instead, so a local copy of ImageNet weights
-    gets the same network as the download."""
+def _keras_weights_from(find):
+    """keras.applications build a backbone's ImageNet architecture only for weights="imagenet" (EfficientNet
+    then adds an input rescaling that its ImageNet weights expect), and fetch that file with
+    file_utils.get_file(fname, origin, ...): in the block, `find(get_file, fname, origin, ...)` gives the local
+    path instead (Keras' own get_file is passed for the download route), so a local copy of ImageNet weights
+    gets the same network as the download. Yields the list of paths handed to Keras."""
     from keras.src.utils import file_utils
-    fetch = file_utils.get_file
-    file_utils.get_file = lambda *args, **kwargs: path
+    fetch, handed = file_utils.get_file, []
+
+    def get_file(*args, **kwargs):
+        handed.append(str(find(fetch, *args, **kwargs)))
+        return handed[-1]
+    file_utils.get_file = get_file
     try:
-        yield
+        yield handed
     finally:
         file_utils.get_file = fetch
 
 
+def _in_directory(directory, name, size):
+    """A `find` for _keras_weights_from: the file Keras asks for, by Keras' own name, in `directory` (a copy of
+    ~/.keras/models), or a one-line StageError naming it."""
+    def find(fetch, fname=None, origin=None, *args, **kwargs):
+        fname = fname or str(origin).rsplit("/", 1)[-1]
+        path = directory / fname
+        if not path.is_file():
+            raise StageError(f"params.yaml: `weights` directory {directory} has no {fname}, the file Keras downloads "
+                             f"for {name} at {size} px: copy it there from ~/.keras/models/ of a machine where "
+                             f"`weights: imagenet` ran online, or download it from {origin}")
+        return path
+    return find
+
+
 def build_backbone(name, image_size, weights):
-    """The registry entry's backbone without its top, as the layer named "backbone".
-    `weights` is "imagenet", "none" or a weights file (ImageNet weights kept locally)."""
+    """The registry entry's backbone without its top, as the layer named "backbone". `weights` is "imagenet",
+    "none", a weights file (ImageNet weights kept locally) or a directory of Keras' weights files (a copy of
+    ~/.keras/models: the file Keras would download for this model is taken from it); a relative path is read
+    against the project's root (core.params.weights_source)."""
+    return backbone_and_weights_file(name, image_size, weights)[0]
+
+
+def backbone_and_weights_file(name, image_size, weights):
+    """build_backbone's backbone, and the path of the weights file loaded into it (None: random initialisation)."""
     e, size = entry(name), input_size(name, image_size)
-    if weights == "none" or not e.two_phase:
-        source = None
-    elif weights == "imagenet":
-        source = "imagenet"
-    elif Path(str(weights)).is_file():
-        source = str(weights)
+    source = weights_source(weights) if e.two_phase else "none"
+    if source == "none":
+        return _named(e.constructor(include_top=False, weights=None, input_shape=(size, size, 3))), None
+    if source == "imagenet":
+        find = lambda fetch, *args, **kwargs: fetch(*args, **kwargs)  # noqa: E731 (Keras' download and cache)
+    elif source.is_dir():
+        find = _in_directory(source, name, size)
     else:
-        raise StageError(f"params.yaml: `weights` is {weights!r}; allowed: imagenet, none, or a weights file path")
+        find = lambda fetch, *args, **kwargs: source  # noqa: E731
     try:
-        with _keras_weights_from(source) if source not in (None, "imagenet") else contextlib.nullcontext():
-            backbone = e.constructor(include_top=False, weights=None if source is None else "imagenet",
-                                     input_shape=(size, size, 3))
+        with _keras_weights_from(find) as handed:
+            backbone = e.constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+    except StageError:
+        raise
     except Exception as err:  # Keras raises a bare Exception for a failed download
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]  # Keras lists every layer below
-        if source == "imagenet":
+        if source == "imagenet" and not handed:
             raise StageError(
                 f"could not get ImageNet weights for {name} ({first_line}). Offline, set `weights: none` (random "
-                "initialisation), or `weights: <path>` to a no-top weights file for this model, or put that "
-                "file in Keras' cache (~/.keras/models/)") from err
-        if source is not None:
-            raise StageError(f"params.yaml: `weights` file {source} does not fit {name} at {size} px: {first_line}") from err
-        raise
+                "initialisation), or `weights: <path>` to a no-top weights file for this model or to a copy of "
+                "~/.keras/models from an online machine, or put that file in Keras' cache (~/.keras/models/)") from err
+        raise StageError(f"params.yaml: `weights` file {handed[-1] if handed else source} does not fit {name} at "
+                         f"{size} px: {first_line}") from err
+    return _named(backbone), handed[-1] if handed else None
+
+
+def _named(backbone):
     backbone.name = BACKBONE
     return backbone
 
@@ -119,8 +149,13 @@ def build_trunk(name, image_shape, image_size, weights):
     """Raw uint8 RGB images of `image_shape` (H, W, 3), the dataset's own, -> pooled
     backbone features (layer "pool"): resizing and the family's preprocessing are
     layers, so the saved model needs nothing but images. Frozen for two-phase entries."""
+    return trunk_and_weights_file(name, image_shape, image_size, weights)[0]
+
+
+def trunk_and_weights_file(name, image_shape, image_size, weights):
+    """build_trunk's trunk, and the path of the weights file its backbone was loaded from (None: random)."""
     e, size = entry(name), input_size(name, image_size)
-    backbone = build_backbone(name, size, weights)
+    backbone, weights_file = backbone_and_weights_file(name, size, weights)
     inputs = keras.Input(tuple(image_shape), dtype="uint8", name="image")
     x = inputs
     if tuple(image_shape[:2]) != (size, size):
@@ -135,7 +170,7 @@ def build_trunk(name, image_shape, image_size, weights):
     with float32_layers():
         x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
     backbone.trainable = not e.two_phase
-    return keras.Model(inputs, x, name=f"{name}_trunk")
+    return keras.Model(inputs, x, name=f"{name}_trunk"), weights_file
 
 
 def build_head(n_features, n_classes, units, dropout, name="head"):

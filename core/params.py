@@ -7,6 +7,7 @@ safe mode): `dvc exp run -S train.fine_tune.learning_rate=1e-5` writes
 """
 import difflib
 import math
+import os
 from pathlib import Path
 
 from core import StageError
@@ -217,6 +218,43 @@ TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile m
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))
 
 
+# `weights` besides a path: Keras' download (and cache, ~/.keras/models) | random initialisation.
+WEIGHTS = ("imagenet", "none")
+WEIGHTS_ALLOWED = "allowed: imagenet, none, or a weights file or a directory of Keras' weights files"
+
+
+def check_weights(value):
+    """params' `weights` as text: imagenet, none or a path (whether the path exists is weights_source's)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ParamError(f"params.yaml: `weights` is {value!r}; {WEIGHTS_ALLOWED}")
+    return value
+
+
+def project_root(environ=None):
+    """The project's root (where dvc.yaml and params.yaml are), against which a relative path in params is read:
+    DVC_ROOT, which DVC sets for every stage it runs, and for a queued experiment to the repository it was queued
+    from, not the temporary copy under .dvc/tmp/exps it runs in (which lacks git-ignored files); else the current
+    directory (a stage run by hand runs from the root)."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("DVC_ROOT") or os.getcwd())
+
+
+def weights_source(value, root=None):
+    """params' `weights`: "imagenet", "none", or the absolute Path of the no-top weights file or the directory of
+    Keras' weights files (a copy of ~/.keras/models) it names, `~` expanded and a relative path read against
+    `root` (project_root()). ParamError naming the key and the path looked at if it is none of these."""
+    value = check_weights(value)
+    if value in WEIGHTS:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path(root or project_root()) / path
+    if not (path.is_file() or path.is_dir()):
+        raise ParamError(f"params.yaml: `weights` is {value!r}; {WEIGHTS_ALLOWED} (no such file or directory: "
+                         f"{path})")
+    return path
+
+
 def spec_number(params, key):
     """The number at `key`, checked against its row of NUMBERS (or OPTIONAL_NUMBERS: None passes)."""
     if key in OPTIONAL_NUMBERS:
@@ -228,8 +266,8 @@ def spec_number(params, key):
 def check_section(params, section):
     """Refuse unknown keys in `section` (a top-level key such as "train", a subsection such as
     "train.scratch", or a leaf such as "seed") and its subsections, check every numeric key of NUMBERS,
-    every flag of FLAGS and every choice of CHOICES under it and, for "tune", the search space keras-tuner
-    takes. Returns {key: checked value}."""
+    every flag of FLAGS and every choice of CHOICES under it, `weights` as text (check_weights) and, for "tune",
+    the search space keras-tuner takes. Returns {key: checked value}."""
     def within(key):
         return key == section or key.startswith(section + ".")
 
@@ -242,6 +280,8 @@ def check_section(params, section):
             raise ParamError(f"params.yaml: `{key}` must be true or false, got {checked[key]!r}")
     for key in filter(within, CHOICES):
         checked[key] = choice(params, key, CHOICES[key])
+    if within("weights"):
+        checked["weights"] = check_weights(get(params, "weights"))
     if section == "tune":
         checked["tune.units"] = integer_choices(params, "tune.units", 0, 65536)
         checked["tune.dropout"] = number_range(params, "tune.dropout", 0.0, 0.9)

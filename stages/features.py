@@ -7,16 +7,30 @@ and shipped.
 Reads data/params/features.json (stage resolve_params): (model, image_size, weights, features.batch_size)
 for a pretrained backbone, the model alone for basecnn, which always runs at 32 px from random weights, so
 neither head params nor, for basecnn, image_size and weights rerun it. Its outputs are a function of those
-params and the data: the extraction time goes to metrics/conditions/features.json."""
+params and the data: the extraction time goes to metrics/conditions/features.json. info.json names the weights
+file loaded (weights_file, weights_sha256), which train records in its conditions."""
+import hashlib
 import json
 import time
+from pathlib import Path
 
 from core import models
 from core.contracts import load_images, read_dataset_info
 from core.io import atomic_dir, save_keras, save_npz, write_json
+from core.params import weights_source
 from core.pipeline import predict_images
 from core.reads import params_path
 from core.stage import start
+
+
+def weights_record(path):
+    """Which weights file the backbone was loaded from, by name and content, the same on any machine: the name
+    Keras gives it (the file `weights: imagenet` downloads, or the one a `weights` directory supplied) or yours,
+    and its sha256. None for both from random weights."""
+    if path is None:
+        return {"weights_file": None, "weights_sha256": None}
+    with open(path, "rb") as f:
+        return {"weights_file": Path(path).name, "weights_sha256": hashlib.file_digest(f, "sha256").hexdigest()}
 
 
 def main(params, data_dir="data/cifar10", out_dir="data/features",
@@ -27,11 +41,13 @@ def main(params, data_dir="data/cifar10", out_dir="data/features",
     image_shape = dataset["image_shape"]
     size = models.input_size(name, job.params.get("image_size"))  # not read for basecnn (fixed at 32 px)
     weights = str(job.params["weights"]) if two_phase else "none"
+    weights_source(weights)  # a path that does not exist is refused before any work
     info = {"model": name, "image_size": size, "weights": weights, "image_shape": image_shape,
             "frozen_phase": two_phase}
     conditions = {"model": name, "hardware": job.plan}
     with atomic_dir(out_dir) as tmp:
-        trunk = models.build_trunk(name, image_shape, size, weights)
+        trunk, weights_file = models.trunk_and_weights_file(name, image_shape, size, weights)
+        info.update(weights_record(weights_file))
         save_keras(trunk, tmp / "trunk.keras")
         if two_phase:
             began = time.perf_counter()

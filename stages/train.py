@@ -156,10 +156,14 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     # training has succeeded, right after the model and metrics: the three stay one set.
     with atomic_dir(live_dir) as curves:
         # One DVCLive run around both fits: DVCLiveCallback would end it after the first.
-        with hardware.strategy(job.plan).scope(), Live(str(curves), dvcyaml=None, save_dvc_exp=False,
-                                                       report=None) as live:
+        distribution = hardware.strategy(job.plan)
+        # The strategy really used, and over how many devices (core.hardware: mirrored on several GPUs).
+        conditions.update(strategy=type(distribution).__name__.lstrip("_"),
+                          replicas=distribution.num_replicas_in_sync)
+        with distribution.scope(), Live(str(curves), dvcyaml=None, save_dvc_exp=False, report=None) as live:
             trunk, info = load_trunk(job.name, features_dir)
-            conditions.update(image_size=info["image_size"], weights=info["weights"])
+            conditions.update(image_size=info["image_size"], weights=info["weights"],
+                              **{k: info.get(k) for k in ("weights_file", "weights_sha256")})
             model, phases, shipped, recipe_metrics = recipe(
                 trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
             deployed, view_metrics = deploy(model, params["flip_tta"], images(data["val"]))

@@ -1,4 +1,5 @@
 """The registry and the two-phase recipe, on tiny random data at 32 px."""
+import re
 
 import keras
 import numpy as np
@@ -216,13 +217,58 @@ def test_imagenet_weights_offline_fail_at_once_with_the_fix(no_imagenet_weights)
     assert requested == ["/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"]
 
 
-@pytest.mark.parametrize("gpus, strategy, mixed, threads", [
-    ([], "default", False, 2),
-    (["GPU:0"], "default", True, 0),
-    (["GPU:0", "GPU:1"], "mirrored", True, 0),
+PRETRAINED = [name for name, e in models.REGISTRY.items() if e.two_phase]
+
+
+def stored_weights(path, layer_name):
+    """{variable path: values} of one layer in a weights file of Keras' legacy HDF5 layout (the published files')."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        group = f[layer_name]
+        return {(n.decode() if isinstance(n, bytes) else n): group[n][()] for n in group.attrs["weight_names"]}
+
+
+@pytest.mark.slow  # builds each real backbone twice
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_a_directory_of_keras_weights_files_gives_each_backbone_the_file_keras_would_download(
+        standin_dir, tmp_path, monkeypatch, name):
+    """`weights: <directory>` (a copy of ~/.keras/models, here the stand-ins of every backbone): the file Keras
+    would download for the model, by Keras' own name, is the one loaded; a relative path is read against the
+    project's root (DVC_ROOT, as DVC sets it; the current directory is elsewhere); a directory without that file
+    is refused in one line naming it."""
+    from standin_weights import OFFICIAL_NAMES
+    expected = standin_dir / OFFICIAL_NAMES[name].format(rows=96)
+    monkeypatch.setenv("DVC_ROOT", str(standin_dir.parent))
+    monkeypatch.chdir(tmp_path)
+    backbone, used = models.backbone_and_weights_file(name, 96, standin_dir.name)
+    assert used == str(expected)
+    compared = 0
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):  # seeded random statistics in every stand-in
+            mine = {w.path: keras.ops.convert_to_numpy(w) for w in layer.weights}
+            theirs = stored_weights(expected, layer.name)
+            assert mine.keys() == theirs.keys()
+            compared += all(np.array_equal(mine[k], theirs[k]) for k in mine)
+    assert compared > 0 and compared == sum(isinstance(la, keras.layers.BatchNormalization) for la in backbone.layers)
+    (tmp_path / "empty").mkdir()
+    said = re.escape(f"`weights` directory {tmp_path / 'empty'} has no {expected.name}, the file Keras downloads "
+                     f"for {name} at 96 px: copy it there from ~/.keras/models/")
+    with pytest.raises(StageError, match=said) as refused:
+        models.build_backbone(name, 96, str(tmp_path / "empty"))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("gpus, devices, strategy, mixed, threads", [
+    ([], None, "default", False, 2),
+    (["GPU:0"], None, "default", True, 0),
+    (["GPU:0", "GPU:1"], None, "mirrored", True, 0),
+    ([], 2, "mirrored", False, 2),  # a CPU split into 2 logical devices (tests/test_mirrored.py trains so)
+    (["GPU:0"], 2, "mirrored", True, 0),  # a GPU split in two
 ])
-def test_hardware_plan(gpus, strategy, mixed, threads):
-    p = hardware.plan(gpus, cores=2)
+def test_hardware_plan(gpus, devices, strategy, mixed, threads):
+    """MirroredStrategy on several devices of the kind training uses only: several GPUs, or a device a process
+    split itself (tf.config.set_logical_device_configuration)."""
+    p = hardware.plan(gpus, cores=2, devices=devices)
     assert (p["strategy"], p["mixed_precision"], p["intra_op_threads"]) == (strategy, mixed, threads)
 
 

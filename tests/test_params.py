@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from conftest import ROOT, run_cmd
 from core.cli import report
 from core.params import (FLAGS, KEYS, NUMBERS, OPTIONAL_NUMBERS, TFLITE_KINDS, ParamError, check_number, check_section, get, load,
-                         spec_number, subset)
+                         project_root, spec_number, subset, weights_source)
 from test_bad_inputs import run_stage, set_key
 
 FAST = settings(max_examples=15, deadline=None)
@@ -249,6 +249,35 @@ def test_tuning_ranges_keras_tuner_rejects_are_refused(key, value, match):
 def test_default_tuning_space_passes():
     checked = check_section(DEFAULTS, "tune")
     assert checked["tune.units"] == [0, 128, 256, 512] and checked["tune.learning_rate"] == [0.0001, 0.01]
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", 5, ["a"], {"path": "x"}, True])
+def test_weights_that_are_not_text_are_refused_naming_the_key(value):
+    params = {**DEFAULTS, "weights": value}
+    with pytest.raises(ParamError, match=re.escape(f"`weights` is {value!r}; allowed: imagenet, none, or a weights "
+                                                   "file or a directory of Keras' weights files")):
+        check_section(params, "weights")
+
+
+def test_a_relative_weights_path_is_read_against_the_project_root(tmp_path, monkeypatch):
+    """DVC sets DVC_ROOT for every stage, for a queued experiment to the repository it was queued from (its
+    temporary copy under .dvc/tmp/exps lacks git-ignored files such as a copy of ~/.keras/models); by hand, the
+    stage runs from the root."""
+    root, elsewhere = tmp_path / "project", tmp_path / "project/.dvc/tmp/exps/tmp123"
+    (root / "keras-models").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    assert weights_source("keras-models") == root / "keras-models"
+    assert weights_source(str(root / "keras-models")) == root / "keras-models"
+    assert [weights_source(v) for v in ("imagenet", "none")] == ["imagenet", "none"]
+    monkeypatch.delenv("DVC_ROOT")
+    with pytest.raises(ParamError, match=re.escape(f"`weights` is 'keras-models'; allowed: imagenet, none, or a "
+                                                   f"weights file or a directory of Keras' weights files (no such "
+                                                   f"file or directory: {elsewhere / 'keras-models'})")):
+        weights_source("keras-models")
+    monkeypatch.chdir(root)
+    assert weights_source("keras-models") == root / "keras-models" and project_root() == root
 
 
 # params.yaml itself: missing, not YAML, a Python tag, not a mapping

@@ -183,3 +183,33 @@ def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation_also_
               for r in csv.DictReader(open(project / "reports/comparison_conditions.csv"))}
     assert shared == {"basecnn": 2, "mobilenetv2": 2}
     assert "measured while 2 experiments ran at once" in (project / "reports/comparison.md").read_text()
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square:UserWarning")  # Keras: 224's file at 32 px
+def test_queued_experiment_takes_real_weights_from_a_copy_of_the_keras_cache(project, tmp_path, no_imagenet_weights):
+    """The air-gapped route: a copy of ~/.keras/models (here a stand-in of the file Keras downloads for
+    MobileNetV2 at 32 px, git-ignored as such a copy would be) named by a path relative to the project's root,
+    through DVC's queue, whose experiment runs in a temporary copy of the repository without that folder. The
+    experiment's conditions say which file was loaded, by name and content; nothing was fetched."""
+    import hashlib
+
+    from core.models import REGISTRY
+    from standin_weights import OFFICIAL_NAMES, write_standins
+    from tiny_repo import tiny_pipeline_params
+    (project / ".gitignore").write_text((project / ".gitignore").read_text() + "keras-models/\n")
+    tiny_pipeline_params(project, tmp_path, model="mobilenetv2")
+    written = write_standins(project / "keras-models", {"mobilenetv2": REGISTRY["mobilenetv2"].constructor}, 32)
+    expected = OFFICIAL_NAMES["mobilenetv2"].format(rows=224)  # Keras' choice below 96 px
+    assert written == {"mobilenetv2": expected}
+    env = {**no_imagenet_weights.env, **USER_LEVEL}
+    dvc(project, "exp", "run", "--queue", "-n", "airgapped", "-S", "model=mobilenetv2", "-S", "weights=keras-models",
+        env=env)
+    ran = dvc(project, "exp", "run", "--run-all", "-j", "1", env=env, check=False)
+    applied = dvc(project, "exp", "apply", "airgapped", check=False)  # the experiment's outputs, in the workspace
+    if ran.returncode or applied.returncode:
+        logs = dvc(project, "queue", "logs", "airgapped", check=False)
+        pytest.fail("\n".join(p.stdout + p.stderr for p in (ran, applied, logs))[-6000:])
+    conditions = json.loads((project / "metrics/conditions/train.json").read_text())
+    assert (conditions["model"], conditions["weights"], conditions["weights_file"]) == (
+        "mobilenetv2", "keras-models", expected)
+    assert conditions["weights_sha256"] == hashlib.sha256((project / "keras-models" / expected).read_bytes()).hexdigest()
+    assert no_imagenet_weights.server.log == []

@@ -204,11 +204,19 @@ def test_the_saved_model_loads_without_a_warning_and_evaluates(trained):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRETRAINED)
-def test_saved_model_pools_exactly_the_cached_features(trained, shipped, name):
+def test_saved_model_pools_exactly_the_cached_features(trained, shipped, standin_dir, name):
     """The default route, `weights: imagenet` at 96 px (images resized inside the model), through Keras'
     own loader on stand-in files: with phase 2 off, the shipped model's pooled output on the val images
-    is the cached feature file, so phase 1's head was trained on the network users get."""
+    is the cached feature file, so phase 1's head was trained on the network users get. The conditions name
+    the file Keras handed over, and its content."""
+    import hashlib
+
+    from standin_weights import OFFICIAL_NAMES
     params = trained(f"{name}-imagenet")
+    conditions = json.loads(open("metrics/conditions/train.json").read())
+    fetched = OFFICIAL_NAMES[name].format(rows=96)
+    assert (conditions["weights"], conditions["weights_file"]) == ("imagenet", fetched)
+    assert conditions["weights_sha256"] == hashlib.sha256((standin_dir / fetched).read_bytes()).hexdigest()
     assert (params["weights"], params["image_size"], params["train"]["fine_tune"]["epochs"]) == ("imagenet", 96, 0)
     metrics = json.loads(open("metrics/train.json").read())
     assert "fine_tune_epochs" not in metrics and metrics["frozen_epochs"] == 1
