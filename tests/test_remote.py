@@ -2,7 +2,8 @@
 (`route_copy`), pushes its commit to a Git remote (a bare repository) and its experiments, their data and
 DVC's run cache to an S3 remote (moto's server on 127.0.0.1). Machine B clones the Git remote, configures
 the same DVC remote with its credentials out of Git, pulls the experiments, and then, with the S3 server
-gone, compares them (the same reports as A's) and reproduces one from the run cache without training."""
+gone, compares them (the same reports as A's) and reproduces one from the run cache without training, once
+the objects DVC 3's `--run-cache` leaves behind have been moved too (RUN_CACHE_OBJECTS)."""
 import logging
 import os
 import shlex
