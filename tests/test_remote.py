@@ -2,8 +2,9 @@
 (`route_copy`), pushes its commit to a Git remote (a bare repository) and its experiments, their data and
 DVC's run cache to an S3 remote (moto's server on 127.0.0.1). Machine B clones the Git remote, configures
 the same DVC remote with its credentials out of Git, pulls the experiments, and then, with the S3 server
-gone, compares them (the same reports as A's) and reproduces one from the run cache without training, once
-the objects DVC 3's `--run-cache` leaves behind have been moved too (RUN_CACHE_OBJECTS)."""
+gone, compares them (the same reports as A's) and reproduces one from the run cache without training: the
+docs' commands alone, as a user runs them."""
+import hashlib
 import logging
 import os
 import shlex
@@ -30,21 +31,6 @@ BUCKET, PREFIX = "my-bucket", "dvc-store"
 KEY, SECRET = "moto-key-id", "moto-secret-key"  # moto takes any credentials
 REGION = "us-east-1"
 TIMEOUT = 300  # s, for a push, a pull, a comparison or a run (each takes seconds here)
-# DVC 3.67's `--run-cache` moves the run cache's records, and `dvc exp push`/`pull` the outputs of the
-# experiments' dvc.lock, but no object that only a record names: the outputs DVC does not cache (`cache: false`,
-# every stage's metrics/<stage>.json, kept in Git), which the run cache stores all the same and needs to
-# restore the stage. Without them B runs train, evaluate and profile again. This moves those objects too
-# (`push` on A, `pull` on B), with DVC's own functions, as DVC 2's `--run-cache` did.
-RUN_CACHE_OBJECTS = """
-import sys
-from pathlib import Path
-from dvc.repo import Repo
-with Repo(".") as repo:
-    runs = [(p.parent.name, p.name) for p in Path(repo.stage_cache.cache_dir).glob("*/*/*")]
-    objs = set().union(*repo.stage_cache.get_used_objs(runs).values())
-    result = getattr(repo.cloud, sys.argv[1])(objs)
-    assert not result.failed, result.failed
-"""
 
 
 @pytest.fixture
@@ -99,14 +85,20 @@ def stored(s3):
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
-def uncached_objects(repo):
-    """The objects of the outputs DVC does not cache (dvc.yaml's `cache: false`) named by the run cache's records."""
+def metrics_objects(repo, refs):
+    """The objects of dvc.yaml's metrics files (metrics/<stage>.json) in the dvc.lock of each experiment of `refs`."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    uncached = {path for stage in stages.values() for out in stage.get("metrics", []) if isinstance(out, dict)
-                for path, options in out.items() if options.get("cache") is False}
-    assert uncached
-    return {o["md5"] for record in (repo / ".dvc/cache/runs").glob("*/*/*")
-            for o in yaml.safe_load(record.read_text())["outs"] if o["path"] in uncached}
+    metrics = {path for stage in stages.values() for path in stage.get("metrics", [])}
+    assert metrics and all(isinstance(path, str) for path in metrics)  # no options: cached, as every output
+    locks = [yaml.safe_load(git(repo, "show", f"{ref}:dvc.lock").stdout)["stages"] for ref in refs]
+    return {o["md5"] for lock in locks for stage in lock.values() for o in stage.get("outs", [])
+            if o["path"] in metrics}
+
+
+def exp_refs(repo):
+    """{name: ref} of the repo's experiments."""
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    return {ref.rsplit("/", 1)[-1]: ref for ref in refs}
 
 
 def on_remote(keys, objects):
@@ -142,10 +134,9 @@ def test_machine_b_compares_and_reproduces_experiments_it_never_ran(route_copy, 
     keys = stored(s3)
     assert any(k.startswith(f"{PREFIX}/files/md5/") for k in keys) and any(
         k.startswith(f"{PREFIX}/runs/") for k in keys), keys[:20]
-    uncached = uncached_objects(a)
-    assert on_remote(keys, uncached) == set()  # DVC's gap: when this fails, RUN_CACHE_OBJECTS can go
-    run_cmd([sys.executable, "-c", RUN_CACHE_OBJECTS, "push"], a, env=on_a, timeout=TIMEOUT)
-    assert on_remote(stored(s3), uncached) == uncached
+    # The metrics files are cached outputs (dvc.yaml), pushed with the experiments' other outputs.
+    metrics = metrics_objects(a, [exp_refs(a)[name] for name in NAMES])
+    assert len(metrics) >= 3 and on_remote(keys, metrics) == metrics
 
     # B: a clone of origin; the same remote, its credentials kept out of Git.
     git(tmp_path, "clone", "-q", "-b", branch, str(origin), str(b))
@@ -156,7 +147,6 @@ def test_machine_b_compares_and_reproduces_experiments_it_never_ran(route_copy, 
     assert SECRET in (b / ".dvc/config.local").read_text() and "storage" not in (b / ".dvc/config").read_text()
     assert not (b / ".dvc/cache").exists()
     run(b, PULL, on_b)
-    run_cmd([sys.executable, "-c", RUN_CACHE_OBJECTS, "pull"], b, env=on_b, timeout=TIMEOUT)
 
     # Offline from here: what B reads (metrics, the conditions sidecars and per-image predictions at each
     # experiment's commit, the run cache and the objects it names) was pulled.
@@ -174,8 +164,10 @@ def test_machine_b_compares_and_reproduces_experiments_it_never_ran(route_copy, 
     assert diff.stdout.strip() == "{}", diff.stdout
     print("\n".join(line for line in said.splitlines() if "Stage '" in line))
     # Or an experiment's outputs to the workspace, running nothing.
-    ref = next(r for r in git(b, "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
-               if r.endswith(f"/{NAMES[1]}"))
+    ref = exp_refs(b)[NAMES[1]]
+    assert not {"metrics/train.json", "metrics/evaluate.json", "metrics/profile.json"} & set(
+        git(b, "ls-tree", "-r", "--name-only", ref).stdout.split())  # in DVC's cache, not in the Git commit
     dvc(b, "exp", "apply", NAMES[1], env=on_b, timeout=60)
-    assert (b / "metrics/train.json").read_text() == git(b, "show", f"{ref}:metrics/train.json").stdout
+    assert {hashlib.md5((b / path).read_bytes()).hexdigest() for path in ("metrics/train.json",
+            "metrics/evaluate.json", "metrics/profile.json")} == metrics_objects(b, [ref])
     assert (b / "models/model.keras").is_file()
