@@ -150,14 +150,14 @@ def params(tmp_path):
     return p
 
 
-def run_cmd(args, cwd, check=True, env=None):
+def run_cmd(args, cwd, check=True, env=None, timeout=None):
     """Run a command with this interpreter's environment first on PATH (so DVC
     stages' `python` is the one running the tests); `env` adds variables (a
-    None value removes one)."""
+    None value removes one); past `timeout` seconds it is killed and the test fails."""
     import subprocess
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}  # None: a variable removed
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode:
         raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result

@@ -20,6 +20,9 @@ from conftest import ROOT
 RUN_OFFLINE = ("the full CIFAR-10 (about 15 min); here `dvc exp run` on a tiny class-folder dataset stands in for "
                "it, and tests/test_params.py applies its overrides to params.yaml")
 BENCH = "a developer benchmark on the full CIFAR-10 (minutes to hours); tests/test_bench.py tests its pure parts"
+# Sharing (docs/sharing.md) needs a Git remote, a DVC remote and a second clone: tests/test_remote.py has them.
+SHARED = "run as written by tests/test_remote.py, on machine A or B with an S3 server on 127.0.0.1 (moto)"
+REMOTES = "another kind of DVC remote, configured as tests/test_remote.py configures its S3 one"
 NOT_RUN = {
     "make setup": "installs requirements.txt (2.7 GB): CI's .ci/run does, through make test; this test uses that .venv",
     "make run": "downloads CIFAR-10, CINIC-10 and ImageNet weights, which this machine cannot reach",
@@ -49,6 +52,22 @@ NOT_RUN = {
     "dvc exp run -S image_size=32 -S train.fine_tune.epochs=1": "a preset on the full data; tests/test_params.py "
                                                                  "round-trips every key through -S",
     "dvc exp run -S image_size=224 -S train.frozen.epochs=10 -S train.fine_tune.epochs=10": "as the preset above",
+    "dvc remote add --local -d storage s3://my-bucket/dvc-store": SHARED,
+    "git push origin HEAD": SHARED,
+    "dvc exp push origin basecnn mobilenetv2 --run-cache": SHARED,
+    "dvc exp pull origin basecnn mobilenetv2 --run-cache": SHARED,
+    "python -m compare basecnn mobilenetv2": SHARED,
+    "dvc exp run -S model=basecnn": SHARED,
+    "dvc remote modify --local storage access_key_id <key-id>": "a placeholder; tests/test_remote.py sets moto's "
+                                                                "key so on machine B",
+    "dvc remote modify --local storage secret_access_key <secret>": "as access_key_id",
+    "dvc remote modify --local storage endpointurl https://minio.example.com": "an example server; tests/test_remote.py "
+                                                                                "points endpointurl at its moto server",
+    "dvc remote add --local -d storage /mnt/shared/dvc-store": REMOTES,
+    "dvc remote add --local -d storage ssh://user@host/srv/dvc-store": REMOTES + " (and dvc-ssh is not installed)",
+    "dvc exp push origin --run-cache": "every experiment of HEAD: tests/test_remote.py pushes the two by name",
+    "dvc push --run-cache": "the workspace's outputs, as dvc exp push pushes an experiment's (tests/test_remote.py)",
+    "dvc pull --run-cache": "as dvc push --run-cache",
 }
 # Run here, in this order, after one tiny `dvc exp run` that stands in for `make run-offline`.
 RUN = [

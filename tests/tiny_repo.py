@@ -21,8 +21,8 @@ from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is 
 USER_LEVEL = {"TF_CPP_MIN_LOG_LEVEL": None}
 
 
-def dvc(repo, *args, check=True, env=None):
-    return run_cmd([sys.executable, "-m", "dvc", *args], repo, check=check, env=env)
+def dvc(repo, *args, check=True, env=None, timeout=None):
+    return run_cmd([sys.executable, "-m", "dvc", *args], repo, check=check, env=env, timeout=timeout)
 
 
 def make_project(repo):
