@@ -81,14 +81,28 @@ def pairwise_table(pairs):
                       f"{100 * r.ci_high:.2f}]", p_text(r.mcnemar_p)] for r in pairs.itertuples()])
 
 
+def machines_text(ok):
+    """Where the costs were measured, read from each experiment's conditions: one line when every model shares
+    a machine, else each model's (experiments pulled from several machines), whose costs then compare only
+    within a machine."""
+    known = ok[ok.cpu.map(lambda c: isinstance(c, str) and c not in ("None", "!"))]
+    if known.empty:
+        return []
+    machine = known.apply(lambda r: f"{r.cpu}, {fmt(r.usable_cores, '.0f')} usable core(s), TensorFlow "
+                                    f"{r.tensorflow}", axis=1)
+    if machine.nunique() == 1:
+        return [f"Costs measured on {machine.iloc[0]}; sizes in MB of 10^6 bytes.", ""]
+    return ["Costs measured on different machines, so latency, throughput, memory and training time compare only "
+            "between models of the same machine: " + "; ".join(
+                f"{m} on {machine[m]}" + (f", {known.date_utc[m]}" if isinstance(known.date_utc[m], str) else "")
+                for m in machine.index) + ". Sizes in MB of 10^6 bytes.", ""]
+
+
 def report_markdown(table, rec, figure_links, pairs, unpaired):
     """reports/comparison.md: the conditions and the recommendation first, then the tables and the figures."""
     ok = table[table.status == "ok"]
     out = ["# Backbone comparison", "", f"Conditions: {conditions_text(table)}.", ""]
-    cpu = ok.cpu.iloc[0]
-    if isinstance(cpu, str) and cpu not in ("None", "!"):
-        out += [f"Costs measured on {cpu}, {fmt(ok.usable_cores.iloc[0], '.0f')} usable core(s), "
-                f"TensorFlow {ok.tensorflow.iloc[0]}; sizes in MB of 10^6 bytes.", ""]
+    out += machines_text(ok)
     shared = ok.queue_workers[ok.queue_workers > 1]
     if len(shared):
         out += [f"Timed figures of {', '.join(shared.index)} were measured while {fmt(shared.max(), '.0f')} "

@@ -65,7 +65,8 @@ CONDITIONS = {"weights": ("params.yaml:weights", "weights", "conditions.train.we
               "cpu": ("conditions.profile.cpu",), "usable_cores": ("conditions.profile.usable_cores",),
               "tensorflow": ("conditions.profile.tensorflow",),
               "flip_tta": ("conditions.train.flip_tta",),
-              "queue_workers": ("conditions.profile.queue_workers",)}  # experiments sharing the host (JOBS)
+              "queue_workers": ("conditions.profile.queue_workers",),  # experiments sharing the host (JOBS)
+              "date_utc": ("conditions.profile.date_utc",)}  # the day its costs were measured
 NUMERIC_CONDITIONS = ["image_size_px", "train_fraction", "usable_cores", "queue_workers"]
 
 # compare.<key> -> (column it limits, what it is called, unit). Latency is limited at p90, the figure MLPerf's

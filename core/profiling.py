@@ -5,6 +5,7 @@ import os
 import platform
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ def conditions(model=None):
                 break
     return {
         "cpu": cpu,
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"),  # a sidecar no stage reads: dates are fine here
         "usable_cores": usable_cores(),  # this experiment's share when several run at once (queue_workers)
         "queue_workers": queue_workers(),  # experiments sharing the host while these figures were measured
         "cpu_quota_cores": cpu_quota(),  # the cgroup's CPU limit (null: none), already within usable_cores

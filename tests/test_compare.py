@@ -529,3 +529,19 @@ for f in (compare.table.comparison_table, compare.report.main, compare.benchmark
     assert inspect.signature(f).parameters["names"].default == tuple(REGISTRY), f
 """
     run_cmd([sys.executable, "-c", code], ROOT)
+
+
+def test_costs_measured_on_several_machines_are_named_per_model(params, tmp_path):
+    """Experiments pulled from several machines: each model's machine and day, read from its own conditions,
+    and a warning that costs compare only within a machine; one machine gets one line."""
+    from compare import report
+    records = [record("a", **{"conditions.profile.date_utc": "2026-12-01"}),
+               record("b", **{"conditions.profile.cpu": "Big CPU", "conditions.profile.usable_cores": 32.0,
+                              "conditions.profile.date_utc": "2026-12-03"})]
+    report.main(params, records, ("a", "b"), tmp_path / "r", tmp_path / "p", read=lambda record: {})
+    md = (tmp_path / "r/comparison.md").read_text()
+    assert ("Costs measured on different machines, so latency, throughput, memory and training time compare only "
+            "between models of the same machine: a on Test CPU, 2 usable core(s), TensorFlow 2.21.0, 2026-12-01; "
+            "b on Big CPU, 32 usable core(s), TensorFlow 2.21.0, 2026-12-03.") in md
+    report.main(params, records[:1], ("a",), tmp_path / "r", tmp_path / "p", read=lambda record: {})
+    assert "Costs measured on Test CPU, 2 usable core(s), TensorFlow 2.21.0; sizes" in (tmp_path / "r/comparison.md").read_text()
