@@ -35,12 +35,17 @@ def read(data, where):
     return arrays
 
 
+def record_rev(record):
+    """The Git revision dvc.api reads an exp_show record's files at: None for the workspace row."""
+    return None if record.get("rev") == "workspace" else record.get("rev")
+
+
 def exp_predictions(record, repo=None):
     """{set: arrays} of the experiment `record` (an exp_show record), from DVC's cache or remote at its commit;
     a set the experiment has no file for (CINIC-10 off, an experiment older than these files) is left out."""
     import dvc.api
     from dvc.exceptions import DvcException
-    rev = None if record.get("rev") == "workspace" else record.get("rev")
+    rev = record_rev(record)
     out = {}
     for name in SETS:
         path = f"data/predictions/{name}.npz"

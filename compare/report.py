@@ -18,7 +18,7 @@ import pandas as pd
 
 from compare.figures import FIGURES, draw
 from compare.pairwise import INTERVAL_COLUMNS, model_scores, p_text, pairwise, pairwise_csv, with_intervals
-from compare.predictions import exp_predictions
+from compare.predictions import exp_predictions, record_rev
 from compare.table import (COLUMNS, CONDITIONS, MCE_BASELINE, MODELS, NA, SEED_SPREAD, SET_TEXT, comparison_table,
                            conditions_text, constraints, explain, fmt, main_table, markdown, param_keys,
                            pareto_front, recommend, runs_of, tflite_table)
@@ -45,7 +45,7 @@ def with_conditions(record, repo=None):
     queued or failed experiment has none: its record is returned as it is."""
     import dvc.api
     from dvc.exceptions import DvcException
-    rev = None if record.get("rev") == "workspace" else record.get("rev")
+    rev = record_rev(record)
     extra = {}
     for stage in SIDECARS:
         try:
@@ -156,11 +156,11 @@ def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/comp
     recommendation under params' `compare` settings, and the reports: tables in `out_dir`, figures in
     `plots_dir` (declared as DVC plots in dvc.yaml)."""
     limits = constraints(params)  # checked before anything is written
-    rows = comparison_table(records, names, param_keys(params))
+    runs = runs_of(records, names, param_keys(params))
+    rows = comparison_table(records, names, groups=runs)
     if not (rows.status == "ok").any():
         raise StageError(f"no experiment named {', '.join(names)} has results at HEAD (see `dvc exp show`); "
                          "run `make benchmark` first")
-    runs = runs_of(records, names)
     scores = model_scores({m: [read(r) for r in runs[m]] for m in rows.index[rows.status == "ok"]})
     rows = with_intervals(rows, scores)
     pairs, unpaired = pairwise(scores, names)

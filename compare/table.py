@@ -160,12 +160,12 @@ def run_rows(records):
                       conditions.where(status == "ok", axis=0)], axis=1)
 
 
-def comparison_table(records, names=MODELS, param_keys=()):
+def comparison_table(records, names=MODELS, param_keys=(), groups=None):
     """One row per name (the index, named model): the mean of its experiments' figures over its training seeds
     (runs_of), with the seed-to-seed standard deviation of each accuracy (`<column>_std_pp`, n/a for one
     seed), its status (ok only if every seed's experiment is), the number of seeds and the conditions of its
-    newest experiment."""
-    groups = runs_of(records, names, param_keys)
+    newest experiment. `groups`: runs_of's result, when the caller has it already."""
+    groups = runs_of(records, names, param_keys) if groups is None else groups
     rows = []
     for name in names:
         runs = run_rows(groups.get(name) or [{"State": "not found"}])
