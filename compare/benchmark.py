@@ -1,11 +1,14 @@
 """Every backbone through the whole chain as DVC experiments, then the comparison.
 
-  python -m compare.benchmark [--models NAME ...] [--seeds N] [--jobs N] [-S key=value ...]    (`make benchmark`)
+  python -m compare.benchmark [--models NAME ...] [--seeds N] [--fractions F ...] [--jobs N] [-S key=value ...]
+                                                                                                 (`make benchmark`)
 
 Queues `dvc exp run --queue -n <model> -S model=<model> [-S ...]` per model
 (with `--seeds N`, N experiments per model, `<model>-seed<k>` with `-S seed=<k>`
 for k = seed, seed + 1, ...: training randomness only, the images stay those
-of `data_seed`),
+of `data_seed`; with `--fractions F ...`, each model at each labelled budget
+`cifar10.train_fraction` F as `<model>-f<F>`, and at 1 as `<model>`: the
+label-efficiency curve, compare/labels.py),
 runs the queue one experiment at a time (`dvc exp run --run-all -j 1`: timed
 figures must not share the CPU), or with `--jobs N` N at a time, each stage
 sizing its threads to 1/N of the cores (BENCHMARK_WORKERS, core.hardware), and
@@ -23,6 +26,7 @@ import sys
 
 from compare.report import exp_records
 from compare.report import main as compare
+from compare.labels import budget_name, check_fractions
 from compare.table import MODELS, comparison_table, constraints, model_of, seed_name
 from core import WORKERS_ENV, StageError
 from core.params import SEED_MAX
@@ -85,22 +89,28 @@ def log_tail(name):
     return "\n".join(lines[-LOG_LINES:])
 
 
-def main(params, names=MODELS, overrides=(), seeds=1, jobs=1):
+def main(params, names=MODELS, overrides=(), seeds=1, jobs=1, fractions=None):
+    """`fractions`: the labelled budgets (cifar10.train_fraction) each model runs at, 1 always among them; None
+    runs each model once, at params' train_fraction."""
     constraints(params)  # a bad compare.* stops here, before any training
     for flag, value in (("--seeds", seeds), ("--jobs", jobs)):
         if value < 1:
             raise StageError(f"{flag} must be 1 or more, got {value}")
     plan = training_seeds(params, list(overrides), seeds)
-    clear(names)
-    for name in names:
+    # Each budget names its fraction; 1 is the plain model, the experiment the comparison ranks.
+    budgets = [(1, [])] if fractions is None else [
+        (f, [f"cifar10.train_fraction={float(f)!r}"]) for f in check_fractions(fractions, overrides)]
+    runs = [(budget_name(name, f), name, extra) for name in names for f, extra in budgets]
+    clear([run for run, _, _ in runs])
+    for run, name, budget in runs:
         for seed, extra in plan:
-            queue(seed_name(name, seed) if extra else name, name, [*overrides, *extra])
+            queue(seed_name(run, seed) if extra else run, name, [*overrides, *budget, *extra])
     # Exits 0 even when an experiment failed: those are found below.
     # The queue workers inherit this environment, and so do the stages they run.
     if dvc("exp", "run", "--run-all", "-j", str(jobs), capture=False, env={WORKERS_ENV: str(jobs)}).returncode:
         raise StageError("dvc exp run --run-all failed (see above); `dvc queue status` shows what ran")
     records = exp_records()
-    status = comparison_table(records, names).status
+    status = comparison_table(records, [run for run, _, _ in runs]).status
     failed = list(status.index[status != "ok"])
     shown = set()
     for record in records:
@@ -108,10 +118,10 @@ def main(params, names=MODELS, overrides=(), seeds=1, jobs=1):
         if model_of(name, failed) and record.get("State") != "Success" and name not in shown:
             shown.add(name)
             print(f"\n=== {name} failed; last lines of `dvc queue logs {name}`:\n{log_tail(name)}\n", file=sys.stderr)
-    if len(failed) < len(names):
+    if len(failed) < len(runs):
         compare(params, records, names)
     if failed:
-        raise StageError(f"{len(failed)} of {len(names)} model(s) failed: {', '.join(failed)} (logs above)")
+        raise StageError(f"{len(failed)} of {len(runs)} experiment(s) failed: {', '.join(failed)} (logs above)")
 
 
 if __name__ == "__main__":
@@ -120,10 +130,13 @@ if __name__ == "__main__":
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="NAME")
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="training seeds per model (experiments <model>-seed<k>; the images stay data_seed's)")
+    ap.add_argument("--fractions", type=float, nargs="+", metavar="F",
+                    help="labelled budgets (cifar10.train_fraction, 0.01 to 1; 1 is always run): each model at each, "
+                         "<model>-f<F>, and the label-efficiency curve in the comparison")
     ap.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="experiments run at once (DVC queue workers), each on 1/N of the cores; timed figures then "
                          "share the CPU")
     ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="key=value",
                     help="passed to every `dvc exp run` (as `dvc exp run -S`)")
     args = ap.parse_args()
-    run(lambda params: main(params, tuple(args.models), args.overrides, args.seeds, args.jobs))
+    run(lambda params: main(params, tuple(args.models), args.overrides, args.seeds, args.jobs, args.fractions))

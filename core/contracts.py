@@ -62,13 +62,18 @@ def read_json(path, stage, keys=()):
 
 
 def read_dataset_info(data_dir="data/cifar10", stage="download_cifar10"):
-    """info.json of a dataset: its `classes` (2 to 256 distinct names) checked; returns the dict."""
+    """info.json of a dataset: its `classes` (2 to 256 distinct names) and `train_fraction` (the labelled budget,
+    1 if absent) checked; returns the dict."""
     path = Path(data_dir) / "info.json"
     info = read_json(path, stage, keys=("classes",))
     classes = info["classes"]
     if not (isinstance(classes, list) and 2 <= len(classes) <= 256 and all(isinstance(c, str) for c in classes)
             and len(set(classes)) == len(classes)):
         raise ContractError(f"{path}: `classes` must be 2 to 256 distinct names, got {str(classes)[:80]}; "
+                            f"{_rerun(stage)}")
+    fraction = info.setdefault("train_fraction", 1.0)  # written since labelled budgets; absent: all of them
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ContractError(f"{path}: `train_fraction` must be a number in (0, 1], got {fraction!r}; "
                             f"{_rerun(stage)}")
     return info
 

@@ -34,18 +34,24 @@ def augmenter(flip, rotation, zoom, seed, translate=0.0):
     return keras.Sequential(layers) if layers else None
 
 
-def image_batches(x, y, batch_size, shuffle_seed=None, augment=None):
+def _shuffled(ds, n, shuffle_seed, repeats):
+    if shuffle_seed is not None:
+        ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Repeated before batching: the passes join without a short batch between them.
+    return ds.repeat(repeats) if repeats > 1 else ds
+
+
+def image_batches(x, y, batch_size, shuffle_seed=None, augment=None, repeats=1):
     """Batches of (uint8 images, labels) from uint8 arrays: the model resizes and
     preprocesses them itself, so training sees what a user gives it.
 
     Augmented images are rounded back to uint8, as a camera would deliver them
     (the model's input is uint8). Shuffling happens before batching, with a
     fixed seed, so two datasets of the same length see their examples in the
-    same order. The source arrays are never modified.
+    same order. `repeats` passes over the images per epoch, each pass shuffled
+    (and augmented) afresh. The source arrays are never modified.
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = _shuffled(tf.data.Dataset.from_tensor_slices((x, y)), len(x), shuffle_seed, repeats)
     ds = ds.batch(batch_size)
     if augment is not None:
         def augmented(xb, yb):
@@ -58,11 +64,9 @@ def image_batches(x, y, batch_size, shuffle_seed=None, augment=None):
     return ds.prefetch(PREFETCH_BATCHES).with_options(_options())
 
 
-def feature_batches(f, y, batch_size, shuffle_seed=None):
-    """Batches of cached backbone features, shuffled like `images` would be."""
-    ds = tf.data.Dataset.from_tensor_slices((f, y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(f), seed=shuffle_seed, reshuffle_each_iteration=True)
+def feature_batches(f, y, batch_size, shuffle_seed=None, repeats=1):
+    """Batches of cached backbone features, shuffled and repeated like `images` would be."""
+    ds = _shuffled(tf.data.Dataset.from_tensor_slices((f, y)), len(f), shuffle_seed, repeats)
     return ds.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(_options())
 
 

@@ -13,7 +13,7 @@ import copy
 from core.params import KEYS, check_section, get, known_keys
 from core.registry import entry
 
-TRAINING = ("seed", "model", "flip_tta", "train.batch_size", "train.patience", "train.augment")
+TRAINING = ("seed", "model", "flip_tta", "train.batch_size", "train.patience", "train.max_repeats", "train.augment")
 # stage -> the params keys (sections or leaves) its work reads; for a model stage, per recipe. Each stage sees
 # only these (resolve), so a stage that read another key would fail its tests, and dvc.yaml declares exactly
 # these (tests/test_dvc_yaml.py).

@@ -44,6 +44,14 @@ def fine_tune(model, unfreeze_fraction, learning_rate, train, val, epochs, patie
     return (*fit(model, train, val, epochs, patience, callbacks, initial_epoch), unfrozen)
 
 
+def epoch_repeats(train_fraction, max_repeats):
+    """Passes over the training images per epoch: 1/train_fraction, rounded, at most `max_repeats`. A labelled
+    budget then trains the same optimizer steps per epoch as the full set, so the schedule, the patience and
+    the validation rhythm (all counted in epochs) are the same at every budget: otherwise 1 % of the labels
+    would get 1 % of the steps, and a label-efficiency curve would measure the schedule, not the backbone."""
+    return max(1, min(int(max_repeats), round(1 / train_fraction)))
+
+
 def warmup_cosine(peak, steps, warmup_fraction):
     """Linear warm-up to `peak` over a share of the steps, then a cosine to 0 at the last step.
     (CosineDecay counts its decay steps after the warm-up: they are the steps left.)"""

@@ -39,6 +39,7 @@ def main(params, out_dir="data/cifar10"):
             save_npz(tmp / f"{split}.npz", x=x, y=y)
         write_json(tmp / "info.json", {
             "format": fmt, "classes": classes,
+            "train_fraction": train_fraction,  # the labelled budget: train repeats the kept images (train.max_repeats)
             "image_shape": list(splits["train"][0].shape[1:]),
             "counts": {split: class_counts(y, classes) for split, (_, y) in splits.items()},
             **notes,

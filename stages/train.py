@@ -24,7 +24,7 @@ from core.params import ParamError
 from core.pipeline import augmenter, feature_batches, image_batches
 from core.reads import params_path
 from core.stage import start
-from core.training import fine_tune, scratch_model, train_from_scratch, train_head, tune_head
+from core.training import epoch_repeats, fine_tune, scratch_model, train_from_scratch, train_head, tune_head
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
@@ -48,9 +48,9 @@ def load_trunk(name, features_dir):
     return load_model(f"{features_dir}/trunk.keras", stage="features"), info
 
 
-def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
+def two_phase(trunk, params, data, n_classes, features_dir, images, log, job, repeats):
     """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images,
-    in the machine's default precision. Phase 2 is kept only if its best validation loss beats phase 1's:
+    in the machine's default precision, each epoch `repeats` passes over the training images. Phase 2 is kept only if its best validation loss beats phase 1's:
     otherwise phase 1's weights ship (Keras' early stopping starts afresh at each fit, so it cannot fall back
     across phases by itself). Returns (trained model, {phase: (history, best epoch)}, the phase whose
     weights ship, metrics)."""
@@ -58,7 +58,7 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
     t, tune = params["train"], params["tune"]
     features = {"train": load_features(f"{features_dir}/train.npz", n_classes)}
     features["val"] = load_features(f"{features_dir}/val.npz", n_classes, dim=features["train"]["x"].shape[1])
-    train_f = feature_batches(features["train"]["x"], features["train"]["y"], t["batch_size"], seed)
+    train_f = feature_batches(features["train"]["x"], features["train"]["y"], t["batch_size"], seed, repeats)
     val_f = feature_batches(features["val"]["x"], features["val"]["y"], t["batch_size"])
     metrics, phases = {}, {}
 
@@ -81,7 +81,7 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
         # Phase 1's best weights (the head restored by early stopping, inside `model`), for phase 2 to beat.
         phase1 = [(v, v.numpy()) for v in model.weights] if phases else None
         h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"] = fine_tune(
-            model, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, augment=True),
+            model, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, True, repeats),
             images(data["val"]), ft["epochs"], t["patience"],
             [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
         phases["fine_tune"] = (h, best)
@@ -95,15 +95,15 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job):
     return model, phases, shipped, metrics
 
 
-def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job):
-    """The whole network trained in one phase on augmented images (SGD with Nesterov momentum or AdamW, warm-up
+def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job, repeats):
+    """The whole network trained in one phase on augmented images (`repeats` passes per epoch) (SGD with Nesterov momentum or AdamW, warm-up
     + cosine to 0), its trunk computing in bfloat16 where the CPU has it natively (train.scratch.precision; the
     head stays float32). Returns (trained model, {"scratch": (history, best epoch)}, "scratch", metrics)."""
     t, s = params["train"], params["train"]["scratch"]
     policy = hardware.compute_policy(s["precision"], job.plan)
     model = scratch_model(trunk, n_classes, s, policy)
     h, seconds, best = train_from_scratch(
-        model, s, images(data["train"], job.seed, augment=True), images(data["val"]), t["patience"],
+        model, s, images(data["train"], job.seed, True, repeats), images(data["val"]), t["patience"],
         [log, StopOnNaN("train.scratch.learning_rate", "scratch")])
     return model, {"scratch": (h, best)}, "scratch", {"scratch_time_s": seconds}
 
@@ -141,12 +141,16 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     params = job.params
     t = params["train"]
     check_epochs(t, job.entry, job.name)
-    classes = read_dataset_info(data_dir)["classes"]
+    info = read_dataset_info(data_dir)
+    classes = info["classes"]
     data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
     augmentation = augmenter(seed=job.seed, **t["augment"])  # the section's keys are its arguments
+    # A labelled budget (cifar10.train_fraction) is trained for the same optimizer steps as the full set.
+    repeats = epoch_repeats(info["train_fraction"], t["max_repeats"])
 
-    def images(d, shuffle_seed=None, augment=False):
-        return image_batches(d["x"], d["y"], t["batch_size"], shuffle_seed, augmentation if augment else None)
+    def images(d, shuffle_seed=None, augment=False, repeats=1):
+        return image_batches(d["x"], d["y"], t["batch_size"], shuffle_seed, augmentation if augment else None,
+                             repeats)
 
     recipe = two_phase if job.entry.two_phase else from_scratch
     # metrics/train.json holds the figures compared across experiments; what they were measured under
@@ -165,9 +169,12 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
             conditions.update(image_size=info["image_size"], weights=info["weights"],
                               **{k: info.get(k) for k in ("weights_file", "weights_sha256")})
             model, phases, shipped, recipe_metrics = recipe(
-                trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job)
+                trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job, repeats)
             deployed, view_metrics = deploy(model, params["flip_tta"], images(data["val"]))
-        metrics = {**recipe_metrics, **view_metrics,
+        # The labelled budget trained on, and the passes over it per epoch (train.max_repeats): the comparison's
+        # label-efficiency curve reads them.
+        metrics = {"train_images_per_class": round(len(data["train"]["y"]) / len(classes), 2),
+                   "train_repeats": repeats, **recipe_metrics, **view_metrics,
                    **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
         # Recorded for both recipes: the comparison reads whether each model's figures include the mirror pass.
         conditions.update(compute_dtype=models.backbone_policy(model), flip_tta=params["flip_tta"])

@@ -97,6 +97,21 @@ def test_any_broken_info_json_names_the_file_and_the_stage(tmp_path_factory, kin
     one_line_naming(e, directory / "info.json", "download_cifar10")
 
 
+@FAST
+@given(fraction=st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda f: not 0 < f <= 1),
+                          st.text(max_size=5), st.booleans(), st.none(), st.lists(st.floats(0.1, 1), max_size=2)))
+def test_a_train_fraction_that_is_no_budget_names_the_file(tmp_path_factory, fraction):
+    """info.json's train_fraction sizes train's epochs (train.max_repeats): anything but a number in (0, 1]
+    is refused in one line; absent, it is all the labels."""
+    directory = tmp_path_factory.mktemp("info")
+    write_json(directory / "info.json", {"classes": CLASSES})
+    assert read_dataset_info(directory)["train_fraction"] == 1.0
+    (directory / "info.json").write_text(json.dumps({"classes": CLASSES, "train_fraction": fraction}))
+    with pytest.raises(ContractError) as e:
+        read_dataset_info(directory)
+    one_line_naming(e, directory / "info.json", "download_cifar10")
+
+
 def test_missing_info_json_names_the_stage(tmp_path):
     with pytest.raises(ContractError, match=re.escape(f"{tmp_path}/info.json: missing; the download_cifar10 stage "
                                                       "writes it")):

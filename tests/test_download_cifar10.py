@@ -15,6 +15,7 @@ from builders import add_bytes, cifar10_binary, class_folders, png_bytes, tar_di
 from conftest import ROOT, SESSION_ENV, sha256
 from core import StageError
 from core.io import load_npz
+from core.contracts import read_dataset_info
 from stages import download_cifar10
 
 
@@ -57,6 +58,8 @@ def test_train_fraction_keeps_a_stratified_share_of_train_and_all_of_val_and_tes
     full, part = (load_npz(tmp_path / d / "train.npz") for d in ("all", "part"))
     assert np.bincount(part["y"], minlength=10).tolist() == [2] * 10  # 8 per class -> 2
     assert {i.tobytes() for i in part["x"]} <= {i.tobytes() for i in full["x"]}
+    # The budget is recorded for train (train.max_repeats) and read back as the contract reads it.
+    assert [read_dataset_info(tmp_path / d)["train_fraction"] for d in ("all", "part")] == [1.0, 0.25]
     for split in ("val", "test"):
         np.testing.assert_array_equal(load_npz(tmp_path / "all" / f"{split}.npz")["x"],
                                       load_npz(tmp_path / "part" / f"{split}.npz")["x"])

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import StageError, hardware, models, pipeline
+from core import StageError, hardware, models, pipeline, training
 from conftest import ROOT
 from core.params import load
 from core.pipeline import predict_images
@@ -95,6 +95,29 @@ def test_image_batches_keep_their_labels_follow_the_seed_and_come_back_as_rounde
         centre = image[8:24, 8:24]
         assert any(np.array_equal(centre, original[8 + dy:24 + dy, 8 + dx:24 + dx])
                    for dy in range(-4, 5) for dx in range(-4, 5))
+
+
+def test_repeated_batches_pass_over_every_image_once_per_repeat_each_pass_shuffled_afresh():
+    """A labelled budget's epoch (train.max_repeats): `repeats` passes, each a permutation of the images (so
+    every image is seen equally often), the passes in different orders, no short batch between them."""
+    x, _ = tiny(10)
+    y = np.arange(10, dtype=np.uint8)
+    for ds in (pipeline.image_batches(x, y, 4, shuffle_seed=3, repeats=3),
+               pipeline.feature_batches(np.arange(10, dtype=np.float32)[:, None], y, 4, shuffle_seed=3, repeats=3)):
+        assert int(ds.cardinality()) == 8  # ceil(30 / 4): one epoch of a set three times the size
+        sizes = [len(b[1]) for b in ds]
+        assert sizes == [4] * 7 + [2]
+        _, order = batches(ds)
+        passes = order.reshape(3, 10)
+        assert all(sorted(p.tolist()) == y.tolist() for p in passes)
+        assert len({tuple(p) for p in passes}) == 3
+
+
+@pytest.mark.parametrize("fraction, cap, repeats", [(1.0, 100, 1), (0.5, 100, 2), (0.3, 100, 3), (0.2, 100, 5),
+                                                    (0.05, 100, 20), (0.01, 100, 100), (0.01, 20, 20),
+                                                    (0.013, 100, 77), (0.9, 100, 1), (0.05, 1, 1)])
+def test_a_labelled_budget_repeats_its_images_up_to_the_cap(fraction, cap, repeats):
+    assert training.epoch_repeats(fraction, cap) == repeats
 
 
 def test_pipelines_run_without_the_tf_data_autotuner():

@@ -287,6 +287,28 @@ def test_early_stopping_watching_from_the_end_watches_the_last_epoch(workdir):
     assert metrics["scratch_epochs"] == metrics["scratch_best_epoch"] == 2
 
 
+@pytest.mark.slow
+def test_a_labelled_budget_trains_as_many_steps_per_epoch_as_the_full_set(workdir, monkeypatch):
+    """download_cifar10 kept a quarter of each class (info.json's train_fraction): each epoch passes over those
+    images 4 times (train.max_repeats 100), 10 steps of 16 from 40 images, what 160 images would give, and
+    train.json records the budget."""
+    import core.training
+    write_json("data/cifar10/info.json", {"classes": [f"c{i}" for i in range(10)], "image_shape": [32, 32, 3],
+                                          "train_fraction": 0.25})
+    steps, real_fit = [], core.training.fit
+    monkeypatch.setattr(core.training, "fit", lambda model, train, *a, **k: steps.append(int(train.cardinality()))
+                        or real_fit(model, train, *a, **k))
+    workdir["model"] = "basecnn"
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert steps == [10] and metrics["train_repeats"] == 4 and metrics["train_images_per_class"] == 4
+    workdir["train"]["max_repeats"] = 1  # the same epochs: a quarter of the steps
+    steps.clear()
+    train.main(workdir)
+    assert steps == [3] and json.loads(open("metrics/train.json").read())["train_repeats"] == 1
+
+
 @pytest.mark.parametrize("model, zeros, match", [
     ("mobilenetv2", ("frozen", "fine_tune"), "`train.frozen.epochs` and `train.fine_tune.epochs` are both 0"),
     ("basecnn", ("scratch",), "`train.scratch.epochs` is 0, but basecnn trains from scratch"),
