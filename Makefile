@@ -29,12 +29,16 @@ run-offline: setup
 # SEEDS=3 trains each model with 3 training seeds on the same images (data_seed) and compares their means.
 # JOBS=N runs N experiments at once, each on 1/N of the cores: for a host with cores to spare; the timed
 # figures then share the CPU (the comparison says so). 1 is right for timed figures on a small CPU.
+# FRACTIONS="0.01 0.05 0.2 1" runs every model at each labelled budget (cifar10.train_fraction) too, for the
+# label-efficiency curve: <model>-f0.05 and so on, and the plain <model> at 1 (always run).
 BENCHMARK_ARGS ?=
 SEEDS ?= 1
 JOBS ?= 1
+FRACTIONS ?=
 .PHONY: benchmark
 benchmark: setup  ## every backbone through the chain, then the comparison
-	python -m compare.benchmark --seeds $(SEEDS) --jobs $(JOBS) $(BENCHMARK_ARGS)
+	python -m compare.benchmark --seeds $(SEEDS) --jobs $(JOBS) $(if $(strip $(FRACTIONS)),--fractions $(FRACTIONS)) \
+	  $(BENCHMARK_ARGS)
 
 # Two pytest-xdist workers (make test and make test-fast): the end-to-end tests spend much of their time
 # starting processes and in DVC, so two keep both cores of a small machine busy; README's route runs once for
