@@ -37,8 +37,7 @@ JOBS ?= 1
 FRACTIONS ?=
 .PHONY: benchmark
 benchmark: setup  ## every backbone through the chain, then the comparison
-	python -m compare.benchmark --seeds $(SEEDS) --jobs $(JOBS) $(if $(strip $(FRACTIONS)),--fractions $(FRACTIONS)) \
-	  $(BENCHMARK_ARGS)
+	python -m compare.benchmark --seeds $(SEEDS) --jobs $(JOBS)$(if $(strip $(FRACTIONS)), --fractions $(FRACTIONS)) $(BENCHMARK_ARGS)
 
 # Two pytest-xdist workers (make test and make test-fast): the end-to-end tests spend much of their time
 # starting processes and in DVC, so two keep both cores of a small machine busy; README's route runs once for

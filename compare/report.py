@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from compare import labels
 from compare.figures import FIGURES, draw
 from compare.pairwise import INTERVAL_COLUMNS, model_scores, p_text, pairwise, pairwise_csv, with_intervals
 from compare.predictions import exp_predictions, record_rev
@@ -98,8 +99,9 @@ def machines_text(ok):
                 for m in machine.index) + ". Sizes in MB of 10^6 bytes.", ""]
 
 
-def report_markdown(table, rec, figure_links, pairs, unpaired):
-    """reports/comparison.md: the conditions and the recommendation first, then the tables and the figures."""
+def report_markdown(table, rec, figure_links, pairs, unpaired, label_section=()):
+    """reports/comparison.md: the conditions and the recommendation first, then the tables (the label-efficiency
+    section's lines, if any, last) and the figures."""
     ok = table[table.status == "ok"]
     out = ["# Backbone comparison", "", f"Conditions: {conditions_text(table)}.", ""]
     out += machines_text(ok)
@@ -126,7 +128,7 @@ def report_markdown(table, rec, figure_links, pairs, unpaired):
         out += ["## Without results", "", *(f"- {m}: {s}; " + (
             f"its log: {', '.join(f'`dvc queue logs {e}`' for e in table.experiments[m].split(', '))}"
             if s == "failed" else "see `dvc queue status`") for m, s in failed.items()), ""]
-    return "\n".join(out + ["## Figures", "", *(f"![{title}]({link})" for link, title in figure_links)]) + "\n"
+    return "\n".join(out + [*label_section, "## Figures", "", *(f"![{title}]({link})" for link, title in figure_links)]) + "\n"
 
 
 def pareto_csv(table, rec):
@@ -150,12 +152,35 @@ def comparison_csv(table):
         na_rep=NA, lineterminator="\n")
 
 
-def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/compare", read=exp_predictions):
+def label_efficiency(params, records, names, read, rank_by, out, plots):
+    """The label-efficiency curve (compare/labels.py) if any model ran at a budget below 1: reports/
+    label_efficiency.csv and label_gains.csv, its figure and DVC plot in `plots`; returns comparison.md's
+    section (no lines without budgets)."""
+    table, scores = labels.label_rows(records, names, read, param_keys(params))
+    if table is None or table.empty:
+        return []
+    gains = labels.gains(table, scores)
+    conditions = conditions_text(table, budgets=True)
+    labels.draw(plots / labels.FIGURE, table, conditions)
+    write_text(plots / "label_efficiency.csv", labels.plot_csv(table))
+    write_text(out / "label_efficiency.csv", labels.label_csv(table))
+    write_text(out / "label_gains.csv", gains.round(4).to_csv(index=False, na_rep=NA, lineterminator="\n"))
+    print(f"wrote the label-efficiency curve of {len(set(table.model))} model(s) at {table.train_fraction.nunique()} "
+          f"budget(s): {out}/label_efficiency.csv, label_gains.csv, {plots}/{labels.FIGURE}")
+    link = os.path.relpath(plots / labels.FIGURE, out)
+    return [*labels.section(table, gains, rank_by, labels.target(params)),
+            f"![Accuracy by labelled images per class]({link})", ""]
+
+
+def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/compare", read=exp_predictions,
+         labels_dir=None):
     """The table of exp_show `records` (a model's training seeds averaged), each accuracy's interval and the
     paired comparisons from the experiments' per-image predictions (`read`: record -> {set: arrays}), the
     recommendation under params' `compare` settings, and the reports: tables in `out_dir`, figures in
-    `plots_dir` (declared as DVC plots in dvc.yaml)."""
+    `plots_dir` (declared as DVC plots in dvc.yaml); with labelled budgets (make benchmark FRACTIONS=...), the
+    label-efficiency curve in `labels_dir` (default: plots_dir's sibling `labels`)."""
     limits = constraints(params)  # checked before anything is written
+    labels.target(params)
     runs = runs_of(records, names, param_keys(params))
     rows = comparison_table(records, names, groups=runs)
     if not (rows.status == "ok").any():
@@ -173,7 +198,9 @@ def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/comp
     write_text(out / "comparison_conditions.csv", rows[["status", *CONDITIONS, "seeds", "seed", "experiments",
                                                         "cinic10", "cifar10c"]].to_csv(na_rep=NA, lineterminator="\n"))
     links = [(os.path.relpath(plots / name, out), title) for name, title in FIGURES]
-    write_text(out / "comparison.md", report_markdown(rows, rec, links, pairs, unpaired))
+    label_section = label_efficiency(params, records, names, read, rec.rank_by, out,
+                                     Path(labels_dir) if labels_dir else plots.parent / "labels")
+    write_text(out / "comparison.md", report_markdown(rows, rec, links, pairs, unpaired, label_section))
     print(explain(rec))
     print(f"\nwrote {out}/comparison.md, comparison.csv, pairwise.csv and comparison_conditions.csv, "
           f"{plots}/pareto.csv and {len(FIGURES)} figures")

@@ -201,9 +201,10 @@ def tta(value):
     return "on" if str(value) == "True" else "off" if str(value) == "False" else NA
 
 
-def conditions_text(table):
+def conditions_text(table, budgets=False):
     """What the figures were measured under, read from the experiments: the value most models share, the
-    others' in parentheses."""
+    others' in parentheses. `budgets`: the rows are labelled budgets (compare/labels.py), whose train_fraction
+    is each row's own."""
     ok = table[table.status == "ok"]
     if ok.empty:
         return "n/a (no model has results)"
@@ -216,7 +217,9 @@ def conditions_text(table):
     weights = shared("weights", lambda w: {"none": "none (random init)", "imagenet": "imagenet"}.get(
         w, f"file {os.path.basename(str(w))}"))
     return (f"weights {weights}; image size {shared('image_size_px', lambda s: f'{s:.0f} px')}; "
-            f"CIFAR-10 {shared('cifar10_format')} at train_fraction {shared('train_fraction', lambda f: f'{f:g}')}; "
+            f"CIFAR-10 {shared('cifar10_format')} at "
+            + ("each labelled budget" if budgets else f"train_fraction {shared('train_fraction', lambda f: f'{f:g}')}")
+            + "; "
             f"CINIC-10 {shared('cinic10')}; CIFAR-10-C {shared('cifar10c')}; flip TTA {shared('flip_tta', tta)}")
 
 

@@ -183,6 +183,7 @@ NUMBERS = {
     "profile.warmup_runs": (1, 100000, True), "profile.latency_runs": (20, 1000000, True),
     "profile.batch_size": (2, 65536, True), "profile.throughput_runs": (3, 100000, True),
     "profile.tflite_eval_images": (10, 1000000, True),
+    "compare.label_target": (0.01, 1.0, False),
 }
 # Every key each section may hold. A misspelt key would otherwise be ignored and
 # its default used without a word, so each stage refuses unknown keys in the
@@ -204,7 +205,7 @@ KEYS = {
     "tune": ("enabled", "trials", "epochs", "units", "dropout", "learning_rate"),
     "evaluate": ("batch_size",),
     "profile": ("warmup_runs", "latency_runs", "batch_size", "throughput_runs", "tflite", "tflite_eval_images"),
-    "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by", "prefer", "mixed_tta"),
+    "compare": ("max_latency_ms", "max_size_mb", "max_peak_rss_mb", "rank_by", "prefer", "mixed_tta", "label_target"),
 }
 OPTIMIZERS = ("sgd", "adamw")  # train.scratch.optimizer (core.training.OPTIMIZERS): SGD is Nesterov momentum 0.9
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scratch.precision (Keras dtype policies)

@@ -504,6 +504,8 @@ def test_make_benchmark_passes_seeds_jobs_and_overrides_to_the_runner():
     dry = run_cmd(["make", "-s", "-n", "-o", ".venv/installed", "benchmark", "SEEDS=3", "JOBS=2",
                    "BENCHMARK_ARGS=-S weights=none"], ROOT)
     assert dry.stdout.strip() == "python -m compare.benchmark --seeds 3 --jobs 2 -S weights=none"
+    dry = run_cmd(["make", "-s", "-n", "-o", ".venv/installed", "benchmark", "FRACTIONS=0.05 0.2"], ROOT)
+    assert dry.stdout.strip() == "python -m compare.benchmark --seeds 1 --jobs 1 --fractions 0.05 0.2"
 
 
 def test_benchmark_seeds_count_from_the_seed_in_effect(params):

@@ -151,6 +151,9 @@ PRESENT = {
     "plots/compare/pareto.csv": "model,latency_p90_ms,size_mb,accuracy_pct,accuracy_measure,on_latency_front\n"
                                 "basecnn,1.7,1.4,10.1,val,True\nresnet50v2,11.0,97.0,22.9,val,True\n",
     "plots/compare/accuracy_vs_size.png": png(),
+    "plots/labels/label_efficiency.csv": "model,images_per_class,train_fraction,val_accuracy_pct,test_accuracy_pct\n"
+                                         "basecnn,45.0,0.01,30.5,30.1\nbasecnn,4500.0,1.0,85.2,84.9\n",
+    "plots/labels/label_efficiency.png": png(),
 }
 PER_CLASS_CINIC = {"plots/evaluate/per_class/cinic10.csv": "class,accuracy,precision,f1\ncat,0.4,1.0,0.57\n"}
 
@@ -168,7 +171,7 @@ def plots_repo(tmp_path_factory):
     run_cmd(["git", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run_cmd([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
-    for name in ("dvc.yaml", ".dvcignore", "plots/compare/.gitkeep"):  # as a clone has them
+    for name in ("dvc.yaml", ".dvcignore", "plots/compare/.gitkeep", "plots/labels/.gitkeep"):  # as a clone has them
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")
@@ -200,7 +203,8 @@ def test_plots_show_draws_every_present_file_and_warns_of_no_absent_optional_one
     drawn = {name for name, renders in out["data"].items() if renders}
     assert {"plots/evaluate/confusion/test.csv", "plots/evaluate/per_class/test.csv",
             "plots/evaluate/corruption_severity.csv", "plots/compare/pareto.csv",
-            "plots/compare/accuracy_vs_size.png"} <= drawn
+            "plots/compare/accuracy_vs_size.png", "plots/labels/label_efficiency.csv",
+            "plots/labels/label_efficiency.png"} <= drawn
 
     # The training curves' legend: DVC's series are the files (train/accuracy.tsv, eval/accuracy.tsv); the
     # template names them by split, eval as val.
@@ -218,6 +222,13 @@ def test_plots_show_draws_every_present_file_and_warns_of_no_absent_optional_one
     assert text_layer["encoding"]["text"]["field"] == "model"
     assert [row["model"] for row in pareto["content"]["data"]["values"]] == ["basecnn", "resnet50v2"]
 
+    # The label-efficiency curve: a line per model over labelled images per class on a log scale.
+    curve, = out["data"]["plots/labels/label_efficiency.csv"]
+    encoding = curve["content"]["encoding"]
+    assert encoding["color"]["field"] == "model" and encoding["x"]["scale"]["type"] == "log"
+    assert [(r["images_per_class"], r["test_accuracy_pct"]) for r in curve["content"]["data"]["values"]] == \
+        [("45.0", "30.1"), ("4500.0", "84.9")]
+
 
 @pytest.mark.slow
 def test_plots_show_warns_of_nothing_with_cinic_and_cifar10c_off(plots_repo, tmp_path):
@@ -230,6 +241,6 @@ def test_plots_show_warns_of_nothing_before_the_first_comparison(plots_repo, tmp
     """A clone before `make benchmark`: plots/compare holds only its .gitkeep, which DVC neither draws nor warns
     of (a declared folder that is absent, or a file in it DVC cannot read, would make it warn)."""
     out, stderr = plots_show(plots_repo, tmp_path,
-                             {k: v for k, v in PRESENT.items() if not k.startswith("plots/compare/")})
+                             {k: v for k, v in PRESENT.items() if not k.startswith(("plots/compare/", "plots/labels/"))})
     assert stderr == "" and "errors" not in out, (stderr, out.get("errors"))
-    assert [name for name in out["data"] if "compare" in name] == []
+    assert [name for name in out["data"] if "compare" in name or "labels" in name] == []
