@@ -168,13 +168,14 @@ def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation_also_
     assert ("A clear lead on val" in out.stdout) != tied, (val, out.stdout[-3000:])
     assert "Recommended: " in out.stdout and "## Paired comparisons" in (project / "reports/comparison.md").read_text()
 
-    # JOBS=2 (two DVC queue workers, each stage on half the cores): with the run cache gone both models train
-    # again, at once, and reach the accuracies of the one-at-a-time runs above.
+    # JOBS=2 (two DVC queue workers, each stage on half the cores) and FRACTIONS=0.5 (make benchmark's label-
+    # efficiency grid): with the run cache gone both models train again, two at a time, at half the labels and
+    # at all of them, and the full-data ones reach the accuracies of the one-at-a-time runs above.
     shutil.rmtree(project / ".dvc/cache/runs")
-    both = run_cmd([sys.executable, "-m", "compare.benchmark", "--models", "basecnn", "mobilenetv2", "--jobs", "2"],
-                   project, env=USER_LEVEL, check=False)
+    both = run_cmd([sys.executable, "-m", "compare.benchmark", "--models", "basecnn", "mobilenetv2", "--jobs", "2",
+                    "--fractions", "0.5"], project, env=USER_LEVEL, check=False)
     assert both.returncode == 0, both.stdout + both.stderr
-    assert both.stdout.count("Running stage 'train'") == 2
+    assert both.stdout.count("Running stage 'train'") == 4
     again = {r["model"]: r for r in csv.DictReader(open(project / "reports/comparison.csv"))}
     for model in ("basecnn", "mobilenetv2"):
         for column in ("val_accuracy_pct", "test_accuracy_pct", "corruption_accuracy_pct"):
@@ -182,7 +183,33 @@ def test_benchmark_of_two_models_writes_pairwise_rows_and_a_recommendation_also_
     shared = {r["model"]: float(r["queue_workers"])
               for r in csv.DictReader(open(project / "reports/comparison_conditions.csv"))}
     assert shared == {"basecnn": 2, "mobilenetv2": 2}
-    assert "measured while 2 experiments ran at once" in (project / "reports/comparison.md").read_text()
+    report = (project / "reports/comparison.md").read_text()
+    assert "measured while 2 experiments ran at once" in report
+
+    # The label-efficiency curve: each model at half of each class's training images and at all of them, on the
+    # same val and test images, trained for the same optimizer steps (half the images, passed over twice).
+    curve = {(r["model"], r["train_fraction"]): r for r in csv.DictReader(open(project / "reports/label_efficiency.csv"))}
+    assert sorted(curve) == [(m, f) for m in ("basecnn", "mobilenetv2") for f in ("0.5", "1.0")]
+    train_counts = sum(counts["train"].values()) / len(counts["train"])
+    for model in ("basecnn", "mobilenetv2"):
+        assert float(curve[(model, "1.0")]["images_per_class"]) == train_counts
+        assert float(curve[(model, "0.5")]["images_per_class"]) == pytest.approx(train_counts / 2, abs=0.5)
+        assert curve[(model, "1.0")]["test_accuracy_pct"] == rows[model]["test_accuracy_pct"]
+    from compare.predictions import exp_predictions
+    from compare.report import exp_records
+    records = {r["Experiment"]: r for r in exp_records(str(project))}
+    assert {"basecnn-f0.5", "mobilenetv2-f0.5"} <= set(records)
+    assert {records[f"{m}-f0.5"].get("train_repeats") for m in ("basecnn", "mobilenetv2")} == {2}
+    digests = {name: {s: str(a["images_sha256"]) for s, a in exp_predictions(records[name], str(project)).items()}
+               for name in ("basecnn", "basecnn-f0.5", "mobilenetv2-f0.5")}
+    assert digests["basecnn"] == digests["basecnn-f0.5"] == digests["mobilenetv2-f0.5"]
+    gains = list(csv.DictReader(open(project / "reports/label_gains.csv")))
+    assert sorted((g["train_fraction"], g["model"], g["set"]) for g in gains) == \
+        [(f, "mobilenetv2", s) for f in ("0.5", "1.0") for s in ("cifar10c", "test", "val")]
+    assert "## Label efficiency" in report and "| basecnn | " in report.split("## Label efficiency")[1]
+    assert (project / "plots/labels/label_efficiency.png").stat().st_size > 10_000
+    plotted = list(csv.DictReader(open(project / "plots/labels/label_efficiency.csv")))
+    assert len(plotted) == 4
 
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square:UserWarning")  # Keras: 224's file at 32 px
 def test_queued_experiment_takes_real_weights_from_a_copy_of_the_keras_cache(project, tmp_path, no_imagenet_weights):

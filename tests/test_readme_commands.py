@@ -41,6 +41,9 @@ NOT_RUN = {
                              "README's tiny project, tests/test_compare.py checks the make line",
     "make benchmark SEEDS=3": "as make benchmark; tests/test_compare.py runs compare.benchmark --seeds 2 on the "
                               "stand-in pipeline and checks the make line",
+    'make benchmark FRACTIONS="0.01 0.05 0.2 1"': "as make benchmark, four times over; tests/test_pipeline_e2e.py "
+                                                  "runs compare.benchmark --fractions 0.5 on README's tiny project, "
+                                                  "tests/test_compare.py checks the make line",
     "python -m compare.benchmark -S cifar10.format=folders -S 'cifar10.urls=[<abs path>/cifar10-jpg.tar.gz]' "
     "-S cifar10.checksum=sha256:d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 "
     "-S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none": "as make benchmark",
