@@ -273,7 +273,9 @@ def test_compare_params_are_checked(params):
                              ("max_latency_ms", float("nan"), "`compare.max_latency_ms` is NaN"),
                              ("max_latency", 5, "unknown key `compare.max_latency`; did you mean"),
                              ("prefer", "speed", "`compare.prefer` is 'speed'; allowed: latency, size, memory"),
-                             ("mixed_tta", "yes", "`compare.mixed_tta` must be true or false, got 'yes'")):
+                             ("mixed_tta", "yes", "`compare.mixed_tta` must be true or false, got 'yes'"),
+                             ("label_target", 1.5, "`compare.label_target` is 1.5; must be in [0.01, 1.0]"),
+                             ("label_target", None, "`compare.label_target` must be a number, got None")):
         p = copy.deepcopy(params)
         p["compare"][key] = value
         with pytest.raises(ParamError, match="params.yaml: " + says.replace("[", r"\[").replace("]", r"\]")):

