@@ -13,8 +13,8 @@ import re
 
 import pandas as pd
 
-from compare.pairwise import SET_COLUMNS, model_scores, pairwise, with_intervals
-from compare.table import (MCE_BASELINE, NA, RANK_SETS, SEED_SPREAD, comparison_table, fmt, markdown, runs_of)
+from compare.pairwise import model_scores, pairwise, with_intervals
+from compare.table import MCE_BASELINE, NA, SEED_SPREAD, comparison_table, fmt, markdown, runs_of
 from core import StageError
 from core.params import check_number, check_section
 
@@ -81,10 +81,7 @@ def label_rows(records, names, read, param_keys=()):
     table = table.rename_axis("experiment")
     table.insert(0, "model", [runs[n][0] for n in table.index])
     table["train_fraction"] = [runs[n][1] for n in table.index]  # the budget the name says, which the params hold
-    per_class = {name: pd.to_numeric(pd.Series([r.get("train_images_per_class", r.get(
-        "metrics/train.json:train_images_per_class")) for r in groups.get(name, [])]), errors="coerce").mean()
-        for name in table.index}
-    table.insert(2, "images_per_class", pd.Series(per_class))
+    table.insert(2, "images_per_class", table.pop("train_images_per_class"))
     return table.loc[ok], scores
 
 

@@ -41,6 +41,7 @@ COLUMNS = {
     "params_m": ("params_total", "params (M)"),
     "gflops_per_image": ("gflops_per_image", "GFLOPs per image", ".3f"),
     "train_time_s": ("train_time_s", "training time (s)", ".0f"),
+    "train_images_per_class": ("train_images_per_class", "labelled images per class", ",.0f"),  # the budget trained on
     # TFLite accuracy is measured on a seeded subset of the test split: compare it with the Keras model's on the same.
     "subset_accuracy_pct": ("keras_accuracy_on_eval_images", "Keras accuracy on the TFLite subset (%)"),
     **{f"tflite_{kind}_{name}": (f"tflite_{kind}_{key}", f"TFLite {kind} {label}") for kind in TFLITE_KINDS
@@ -52,7 +53,7 @@ COLUMNS = {
 }
 LABELS = {name: column[1] for name, column in COLUMNS.items()}
 FORMATS = {name: column[2] if len(column) > 2 else ".2f" for name, column in COLUMNS.items()}
-MAIN_COLUMNS = [c for c in COLUMNS if not c.startswith(("tflite_", "subset_", "cifar10c_"))]
+MAIN_COLUMNS = [c for c in COLUMNS if not c.startswith(("tflite_", "subset_", "cifar10c_", "train_images_"))]
 # The accuracies whose spread over training seeds is reported (<column without _pct>_std_pp).
 SEED_SPREAD = ("val_accuracy_pct", "test_accuracy_pct", "cinic10_accuracy_pct", "corruption_accuracy_pct")
 # Condition column -> record keys, the first with a value wins. `conditions.<stage>.<key>` is read from the

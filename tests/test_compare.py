@@ -200,7 +200,7 @@ def test_pareto_front_on_a_known_set():
     assert pareto_front(rows_of(*SET), "latency_p90_ms", "test_accuracy_pct") == ["small", "mid", "big"]
 
 
-UNITS = ("_pct", "_pp", "_nats", "_ms", "_ips", "_mb", "_m", "_s", "_per_image")
+UNITS = ("_pct", "_pp", "_nats", "_ms", "_ips", "_mb", "_m", "_s", "_per_image", "_per_class")
 
 
 def test_tables_name_units_and_show_missing_figures_as_na():
