@@ -82,7 +82,25 @@ def label_rows(records, names, read, param_keys=()):
     table.insert(0, "model", [runs[n][0] for n in table.index])
     table["train_fraction"] = [runs[n][1] for n in table.index]  # the budget the name says, which the params hold
     table.insert(2, "images_per_class", table.pop("train_images_per_class"))
+    table["best_epoch_of_run"] = [epochs_text(groups.get(n, [])) for n in table.index]
     return table.loc[ok], scores
+
+
+PHASES = ("scratch", "fine_tune", "frozen")  # the last phase a recipe trains first: its early stopping shipped
+
+
+def epochs_text(runs):
+    """`best/run` epochs of the last phase each run trained (`12/15`: the val loss was best at epoch 12 and
+    stopped improving for the patience after it), one per seed: whether a small budget had converged."""
+    out = []
+    for r in runs:
+        for phase in PHASES:
+            run, best = (r.get(key, r.get(f"metrics/train.json:{key}")) for key in (f"{phase}_epochs",
+                                                                                    f"{phase}_best_epoch"))
+            if isinstance(run, (int, float)) and isinstance(best, (int, float)):
+                out.append(f"{best:g}/{run:g}")
+                break
+    return " ".join(out) or NA
 
 
 def gains(table, scores):
@@ -122,7 +140,8 @@ SET_LABELS = {"val_accuracy_pct": "CIFAR-10 val", "test_accuracy_pct": "CIFAR-10
               "cinic10_accuracy_pct": "CINIC-10", "corruption_accuracy_pct": "CIFAR-10-C mean"}
 CSV_COLUMNS = ["model", "train_fraction", "images_per_class", "seeds", *(
     c for a in ACCURACIES for c in (a, f"{a.removesuffix('_pct')}_ci_low_pct", f"{a.removesuffix('_pct')}_ci_high_pct",
-                                    f"{a.removesuffix('_pct')}_std_pp")), "train_time_s", "experiments"]
+                                    f"{a.removesuffix('_pct')}_std_pp")), "train_time_s", "best_epoch_of_run",
+               "experiments"]
 FIGURE = "label_efficiency.png"
 WEIGHTS_NONE = ("weights none (random initialisation): the backbones transfer nothing, so only basecnn's curve "
                 "is meaningful; the others show what each costs in labels without its ImageNet start")
@@ -151,13 +170,15 @@ def section(table, gain_rows, rank_by, target):
            "Each model trained on a stratified share of each class of the training split (`cifar10.train_fraction`; "
            "val and test stay whole), every budget for the same optimizer steps (`train.max_repeats`: a small "
            "budget's images are passed over more often per epoch, so the schedule and early stopping are those "
-           "of the full set).", ""]
+           "of the full set). The last column is the last phase's: a best epoch before the last one run means "
+           "the validation loss had stopped falling, so the budget was not cut short.", ""]
     if (table.weights == "none").any():
         out += [f"These runs used {WEIGHTS_NONE}.", ""]
     out.append(markdown(["model", "labelled images per class (train_fraction)", "seeds",
-                         *(f"{SET_LABELS[c]} (%) [95 % CI]" for c in shown), "training time (s)"],
+                         *(f"{SET_LABELS[c]} (%) [95 % CI]" for c in shown), "training time (s)",
+                         "best epoch / epochs run"],
                         [[row.model, budget_text(row), fmt(row.seeds, ".0f"), *(cell(row, c) for c in shown),
-                          fmt(row.train_time_s, ".0f")]
+                          fmt(row.train_time_s, ".0f"), row.best_epoch_of_run]
                          for _, row in table.sort_values(["model", "train_fraction"], kind="stable").iterrows()]))
     out += [f"The smallest budget reaching {100 * target:g} % of the model's full-data {SET_LABELS[rank_by]} "
             "accuracy (`compare.label_target`):", ""]
