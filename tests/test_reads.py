@@ -58,7 +58,7 @@ def test_a_stage_sees_exactly_the_keys_it_reads(model):
 def test_basecnn_reads_no_pretrained_backbone_param_and_the_backbones_no_scratch_param():
     base = copy.deepcopy(DEFAULTS)
     scratch = resolve({**base, "model": "basecnn"}, "train")
-    assert set(scratch["train"]) == {"batch_size", "patience", "augment", "scratch"} and "tune" not in scratch
+    assert set(scratch["train"]) == {"batch_size", "patience", "max_repeats", "augment", "scratch"} and "tune" not in scratch
     assert resolve({**base, "model": "basecnn"}, "features") == {"seed": base["seed"], "model": "basecnn"}
     for name in (n for n, e in REGISTRY.items() if e.two_phase):
         two_phase = resolve({**base, "model": name}, "train")
