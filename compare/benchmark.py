@@ -21,6 +21,7 @@ this commit are replaced.
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -83,6 +84,21 @@ def training_seeds(params, overrides, n):
     return [(k, [f"seed={k}"]) for k in range(base, base + n)]
 
 
+def experiments(names, overrides, seeds, fractions=None):
+    """[(experiment name, model, its -S settings)] in queue order: per model, per labelled budget (`fractions`:
+    `<model>-f<F>`, `<model>` at 1; None: one, at params' train_fraction), per training seed (training_seeds:
+    `-seed<k>` when there are several)."""
+    budgets = [(1, [])] if fractions is None else [
+        (f, [f"cifar10.train_fraction={float(f)!r}"]) for f in check_fractions(fractions, overrides)]
+    return [(seed_name(budget_name(model, f), seed) if extra else budget_name(model, f), model,
+             [*overrides, *budget, *extra]) for model in names for f, budget in budgets for seed, extra in seeds]
+
+
+def run_of(name):
+    """The experiment name without its seed suffix: the row the comparison table groups it in."""
+    return re.sub(r"-seed\d+$", "", name)
+
+
 def log_tail(name):
     text = dvc("queue", "logs", name).stdout.replace("\r", "\n")  # progress bars redraw with \r
     lines = [line for line in text.splitlines() if line.strip()]
@@ -96,21 +112,17 @@ def main(params, names=MODELS, overrides=(), seeds=1, jobs=1, fractions=None):
     for flag, value in (("--seeds", seeds), ("--jobs", jobs)):
         if value < 1:
             raise StageError(f"{flag} must be 1 or more, got {value}")
-    plan = training_seeds(params, list(overrides), seeds)
-    # Each budget names its fraction; 1 is the plain model, the experiment the comparison ranks.
-    budgets = [(1, [])] if fractions is None else [
-        (f, [f"cifar10.train_fraction={float(f)!r}"]) for f in check_fractions(fractions, overrides)]
-    runs = [(budget_name(name, f), name, extra) for name in names for f, extra in budgets]
-    clear([run for run, _, _ in runs])
-    for run, name, budget in runs:
-        for seed, extra in plan:
-            queue(seed_name(run, seed) if extra else run, name, [*overrides, *budget, *extra])
+    runs = experiments(names, overrides, training_seeds(params, list(overrides), seeds), fractions)
+    groups = list(dict.fromkeys(run_of(run) for run, _, _ in runs))  # a model at a budget, its seeds together
+    clear(groups)
+    for run, model, settings in runs:
+        queue(run, model, settings)
     # Exits 0 even when an experiment failed: those are found below.
     # The queue workers inherit this environment, and so do the stages they run.
     if dvc("exp", "run", "--run-all", "-j", str(jobs), capture=False, env={WORKERS_ENV: str(jobs)}).returncode:
         raise StageError("dvc exp run --run-all failed (see above); `dvc queue status` shows what ran")
     records = exp_records()
-    status = comparison_table(records, [run for run, _, _ in runs]).status
+    status = comparison_table(records, groups).status
     failed = list(status.index[status != "ok"])
     shown = set()
     for record in records:
@@ -118,10 +130,10 @@ def main(params, names=MODELS, overrides=(), seeds=1, jobs=1, fractions=None):
         if model_of(name, failed) and record.get("State") != "Success" and name not in shown:
             shown.add(name)
             print(f"\n=== {name} failed; last lines of `dvc queue logs {name}`:\n{log_tail(name)}\n", file=sys.stderr)
-    if len(failed) < len(runs):
+    if len(failed) < len(groups):
         compare(params, records, names)
     if failed:
-        raise StageError(f"{len(failed)} of {len(runs)} experiment(s) failed: {', '.join(failed)} (logs above)")
+        raise StageError(f"{len(failed)} of {len(groups)} failed: {', '.join(failed)} (logs above)")
 
 
 if __name__ == "__main__":

@@ -452,7 +452,7 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
 
     first = run_cmd(benchmark, repo, check=False)
     assert first.returncode == 1, first.stdout + first.stderr
-    assert "error: 1 of 3 model(s) failed: densenet121 (logs above)" in first.stderr
+    assert "error: 1 of 3 failed: densenet121 (logs above)" in first.stderr
     assert "=== densenet121 failed" in first.stderr and "fake out of memory in densenet121" in first.stderr
     assert "Recommended: mobilenetv2, the highest CIFAR-10 val accuracy (90.50 %)" in first.stdout
     assert "A clear lead on val: 20.00 points, 95 % CI " in first.stdout and "over the runner-up basecnn" in first.stdout
@@ -477,7 +477,7 @@ def test_benchmark_queues_every_model_keeps_results_when_one_fails(tmp_path):
     replaced = [line.split(": ", 1)[1].split(", ") for line in second.stdout.splitlines()
                 if line.startswith("replacing this commit's earlier experiment(s): ")]
     assert replaced and sorted(replaced[0]) == ["basecnn", "densenet121"], second.stdout + second.stderr
-    assert second.returncode == 1 and "1 of 2 model(s) failed: densenet121" in second.stderr
+    assert second.returncode == 1 and "1 of 2 failed: densenet121" in second.stderr
     shown = json.loads(run_cmd([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout)
     names = [e.get("name") for rev in shown for e in (rev.get("experiments") or [])]
     assert sorted(names) == ["basecnn", "densenet121", "mobilenetv2"], names
@@ -508,6 +508,22 @@ def test_make_benchmark_passes_seeds_jobs_and_overrides_to_the_runner():
     assert dry.stdout.strip() == "python -m compare.benchmark --seeds 3 --jobs 2 -S weights=none"
     dry = run_cmd(["make", "-s", "-n", "-o", ".venv/installed", "benchmark", "FRACTIONS=0.05 0.2"], ROOT)
     assert dry.stdout.strip() == "python -m compare.benchmark --seeds 1 --jobs 1 --fractions 0.05 0.2"
+
+
+def test_benchmark_queues_each_model_at_each_budget_and_seed_by_name():
+    """make benchmark FRACTIONS=... SEEDS=2: per model, per budget (1 always, the plain name), per seed."""
+    from compare.benchmark import experiments, run_of
+    from compare.labels import budget_name
+    seeds = [(7, ["seed=7"]), (8, ["seed=8"])]
+    runs = experiments(("basecnn", "mobilenetv2"), ["weights=none"], seeds, [0.05, 0.2])
+    assert [name for name, _, _ in runs] == [
+        f"{m}{b}-seed{k}" for m in ("basecnn", "mobilenetv2") for b in ("-f0.05", "-f0.2", "") for k in (7, 8)]
+    assert runs[0] == ("basecnn-f0.05-seed7", "basecnn", ["weights=none", "cifar10.train_fraction=0.05", "seed=7"])
+    assert runs[5] == ("basecnn-seed8", "basecnn", ["weights=none", "cifar10.train_fraction=1.0", "seed=8"])
+    assert {run_of(name) for name, _, _ in runs} == {budget_name(m, f) for m in ("basecnn", "mobilenetv2")
+                                                     for f in (0.05, 0.2, 1)}
+    # Without --fractions: one experiment per model and seed, at params' train_fraction.
+    assert experiments(("basecnn",), [], [("", [])]) == [("basecnn", "basecnn", [])]
 
 
 def test_benchmark_seeds_count_from_the_seed_in_effect(params):
