@@ -47,6 +47,11 @@ NOT_RUN = {
     "python -m compare.benchmark -S cifar10.format=folders -S 'cifar10.urls=[<abs path>/cifar10-jpg.tar.gz]' "
     "-S cifar10.checksum=sha256:d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 "
     "-S cifar10.size_bytes=null -S cinic10.urls=none -S weights=none": "as make benchmark",
+    'make benchmark FRACTIONS="0.01 0.05 0.2 1" BENCHMARK_ARGS="--models basecnn -S cifar10.format=folders '
+    '-S cifar10.urls=[<abs path>/cifar10-jpg.tar.gz] -S cifar10.checksum=sha256:'
+    'd34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 -S cifar10.size_bytes=null '
+    '-S cinic10.urls=none -S weights=none -S profile.tflite=[fp32]"': "as make benchmark FRACTIONS=..., on the full "
+                                                                       "CIFAR-10 (an hour)",
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
     "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
     "python -m bench.stages --repeats 3": BENCH,
