@@ -14,7 +14,9 @@ from conftest import run_cmd, sha256
 from core.params import load as load_params  # DVC's YAML 1.2 reading: 1e-05 is a float
 from tiny_repo import USER_LEVEL, dvc, saved_model_accuracy
 
-pytestmark = pytest.mark.e2e
+# One group (make test's --dist loadgroup hands the largest groups out first): its long tests, left in
+# collection order, would start last and set the suite's wall time.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("pipeline-e2e")]
 
 
 def test_dvc_repro_data_stages(project, server, tmp_path):

@@ -26,6 +26,10 @@ from stages import features, resolve_params, train
 from test_bad_inputs import set_key
 
 PRETRAINED = [name for name, e in REGISTRY.items() if e.two_phase]
+# One pytest-xdist worker runs this module: `shared_run` trains each route once per worker (a module fixture),
+# so tests of one route on two workers trained it twice (DenseNet121's twice, some 45 s each). As a group it is
+# also handed out first (make test's --dist loadgroup schedules the largest groups first), not left for last.
+pytestmark = pytest.mark.xdist_group("train")
 
 
 def one_epoch_setup(params):
