@@ -1,7 +1,7 @@
 """Stages features + train on tiny random data: every registry entry, one epoch.
 
 The runs several tests look at (a test differs from another only in what it asserts) are trained once per
-module (`shared_run`), and read, never written, by the tests."""
+session and worker (`shared_run`), and read, never written, by the tests."""
 import copy
 import json
 import os
@@ -73,8 +73,8 @@ ROUTES = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared_run(tmp_path_factory, request):
+@pytest.fixture(scope="session")  # not module: pytest ends a module's fixtures whenever another module's test
+def shared_run(tmp_path_factory, request):  # runs between two of this one's, and each route would train again
     """shared_run(route): the directory in which features + train ran once for ROUTES[route], and its params."""
     done = {}
 
