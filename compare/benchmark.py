@@ -21,14 +21,13 @@ this commit are replaced.
 """
 import argparse
 import os
-import re
 import subprocess
 import sys
 
 from compare.report import exp_records
 from compare.report import main as compare
 from compare.labels import budget_name, check_fractions
-from compare.table import MODELS, comparison_table, constraints, model_of, seed_name
+from compare.table import MODELS, comparison_table, constraints, model_of, seed_name, unseeded
 from core import WORKERS_ENV, StageError
 from core.params import SEED_MAX
 
@@ -94,11 +93,6 @@ def experiments(names, overrides, seeds, fractions=None):
              [*overrides, *budget, *extra]) for model in names for f, budget in budgets for seed, extra in seeds]
 
 
-def run_of(name):
-    """The experiment name without its seed suffix: the row the comparison table groups it in."""
-    return re.sub(r"-seed\d+$", "", name)
-
-
 def log_tail(name):
     text = dvc("queue", "logs", name).stdout.replace("\r", "\n")  # progress bars redraw with \r
     lines = [line for line in text.splitlines() if line.strip()]
@@ -113,7 +107,7 @@ def main(params, names=MODELS, overrides=(), seeds=1, jobs=1, fractions=None):
         if value < 1:
             raise StageError(f"{flag} must be 1 or more, got {value}")
     runs = experiments(names, overrides, training_seeds(params, list(overrides), seeds), fractions)
-    groups = list(dict.fromkeys(run_of(run) for run, _, _ in runs))  # a model at a budget, its seeds together
+    groups = list(dict.fromkeys(unseeded(run) for run, _, _ in runs))  # a model at a budget, its seeds together
     clear(groups)
     for run, model, settings in runs:
         queue(run, model, settings)

@@ -14,7 +14,8 @@ import re
 import pandas as pd
 
 from compare.pairwise import model_scores, pairwise, with_intervals
-from compare.table import MCE_BASELINE, NA, SEED_SPREAD, comparison_table, fmt, markdown, runs_of
+from compare.table import (MCE_BASELINE, NA, SEED_SPREAD, cells, comparison_table, fmt, markdown, runs_of,
+                           unseeded, with_spread)
 from core import StageError
 from core.params import check_number, check_section
 
@@ -47,9 +48,9 @@ def budgets(records, names):
     below 1."""
     found = {}
     for record in records:
-        name = str(record.get("Experiment"))
+        name = unseeded(record.get("Experiment"))
         for model in names:
-            match = re.fullmatch(re.escape(model) + r"(?:-f([0-9.]+))?(?:-seed\d+)?", name)
+            match = re.fullmatch(re.escape(model) + r"(?:-f([0-9.]+))?", name)
             if match:
                 fraction = float(match.group(1)) if match.group(1) else 1.0
                 if 0 < fraction <= 1:
@@ -147,17 +148,6 @@ WEIGHTS_NONE = ("weights none (random initialisation): the backbones transfer no
                 "is meaningful; the others show what each costs in labels without its ImageNet start")
 
 
-def cell(row, column):
-    """An accuracy with its 95 % interval (and seed sd), as the comparison's tables show it."""
-    stem = column.removesuffix("_pct")
-    text = fmt(row[column])
-    if not pd.isna(row.get(f"{stem}_ci_low_pct")):
-        text += f" [{row[f'{stem}_ci_low_pct']:.2f}, {row[f'{stem}_ci_high_pct']:.2f}]"
-    if not pd.isna(row.get(f"{stem}_std_pp")):
-        text += f", sd {row[f'{stem}_std_pp']:.2f}"
-    return text
-
-
 def budget_text(row):
     return f"{fmt(row.images_per_class, ',.0f')} ({row.train_fraction:g})"
 
@@ -174,12 +164,13 @@ def section(table, gain_rows, rank_by, target):
            "the validation loss had stopped falling, so the budget was not cut short.", ""]
     if (table.weights == "none").any():
         out += [f"These runs used {WEIGHTS_NONE}.", ""]
+    accuracy = with_spread(table, cells(table[ACCURACIES]))  # each with its interval and seed sd, as the main table
     out.append(markdown(["model", "labelled images per class (train_fraction)", "seeds",
                          *(f"{SET_LABELS[c]} (%) [95 % CI]" for c in shown), "training time (s)",
                          "best epoch / epochs run"],
-                        [[row.model, budget_text(row), fmt(row.seeds, ".0f"), *(cell(row, c) for c in shown),
+                        [[row.model, budget_text(row), fmt(row.seeds, ".0f"), *accuracy.loc[name, shown],
                           fmt(row.train_time_s, ".0f"), row.best_epoch_of_run]
-                         for _, row in table.sort_values(["model", "train_fraction"], kind="stable").iterrows()]))
+                         for name, row in table.sort_values(["model", "train_fraction"], kind="stable").iterrows()]))
     out += [f"The smallest budget reaching {100 * target:g} % of the model's full-data {SET_LABELS[rank_by]} "
             "accuracy (`compare.label_target`):", ""]
     for model, (name, full) in reaching(table, rank_by, target).items():

@@ -152,7 +152,7 @@ def comparison_csv(table):
         na_rep=NA, lineterminator="\n")
 
 
-def label_efficiency(params, records, names, read, rank_by, out, plots):
+def label_efficiency(params, records, names, read, rank_by, out, plots, target):
     """The label-efficiency curve (compare/labels.py) if any model ran at a budget below 1: reports/
     label_efficiency.csv and label_gains.csv, its figure and DVC plot in `plots`; returns comparison.md's
     section (no lines without budgets)."""
@@ -168,7 +168,7 @@ def label_efficiency(params, records, names, read, rank_by, out, plots):
     print(f"wrote the label-efficiency curve of {len(set(table.model))} model(s) at {table.train_fraction.nunique()} "
           f"budget(s): {out}/label_efficiency.csv, label_gains.csv, {plots}/{labels.FIGURE}")
     link = os.path.relpath(plots / labels.FIGURE, out)
-    return [*labels.section(table, gains, rank_by, labels.target(params)),
+    return [*labels.section(table, gains, rank_by, target),
             f"![Accuracy by labelled images per class]({link})", ""]
 
 
@@ -180,7 +180,7 @@ def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/comp
     `plots_dir` (declared as DVC plots in dvc.yaml); with labelled budgets (make benchmark FRACTIONS=...), the
     label-efficiency curve in `labels_dir` (default: plots_dir's sibling `labels`)."""
     limits = constraints(params)  # checked before anything is written
-    labels.target(params)
+    label_target = labels.target(params)
     runs = runs_of(records, names, param_keys(params))
     rows = comparison_table(records, names, groups=runs)
     if not (rows.status == "ok").any():
@@ -199,7 +199,7 @@ def main(params, records, names=MODELS, out_dir="reports", plots_dir="plots/comp
                                                         "cinic10", "cifar10c"]].to_csv(na_rep=NA, lineterminator="\n"))
     links = [(os.path.relpath(plots / name, out), title) for name, title in FIGURES]
     label_section = label_efficiency(params, records, names, read, rec.rank_by, out,
-                                     Path(labels_dir) if labels_dir else plots.parent / "labels")
+                                     Path(labels_dir) if labels_dir else plots.parent / "labels", label_target)
     write_text(out / "comparison.md", report_markdown(rows, rec, links, pairs, unpaired, label_section))
     print(explain(rec))
     print(f"\nwrote {out}/comparison.md, comparison.csv, pairwise.csv and comparison_conditions.csv, "

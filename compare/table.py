@@ -115,9 +115,14 @@ def seed_name(model, seed):
     return f"{model}-seed{seed}"
 
 
+def unseeded(name):
+    """An experiment name without seed_name's suffix: `<model>-seed<k>` -> `<model>`."""
+    return re.sub(r"-seed\d+$", "", str(name))
+
+
 def model_of(name, names):
     """The model an experiment name belongs to: `<model>`, or `<model>-seed<k>` (seed_name); None for others."""
-    return next((m for m in names if name == m or re.fullmatch(re.escape(m) + r"-seed\d+", str(name))), None)
+    return next((m for m in names if unseeded(name) == m), None)
 
 
 def record_seed(record):

@@ -512,7 +512,8 @@ def test_make_benchmark_passes_seeds_jobs_and_overrides_to_the_runner():
 
 def test_benchmark_queues_each_model_at_each_budget_and_seed_by_name():
     """make benchmark FRACTIONS=... SEEDS=2: per model, per budget (1 always, the plain name), per seed."""
-    from compare.benchmark import experiments, run_of
+    from compare.benchmark import experiments
+    from compare.table import unseeded
     from compare.labels import budget_name
     seeds = [(7, ["seed=7"]), (8, ["seed=8"])]
     runs = experiments(("basecnn", "mobilenetv2"), ["weights=none"], seeds, [0.05, 0.2])
@@ -520,7 +521,7 @@ def test_benchmark_queues_each_model_at_each_budget_and_seed_by_name():
         f"{m}{b}-seed{k}" for m in ("basecnn", "mobilenetv2") for b in ("-f0.05", "-f0.2", "") for k in (7, 8)]
     assert runs[0] == ("basecnn-f0.05-seed7", "basecnn", ["weights=none", "cifar10.train_fraction=0.05", "seed=7"])
     assert runs[5] == ("basecnn-seed8", "basecnn", ["weights=none", "cifar10.train_fraction=1.0", "seed=8"])
-    assert {run_of(name) for name, _, _ in runs} == {budget_name(m, f) for m in ("basecnn", "mobilenetv2")
+    assert {unseeded(name) for name, _, _ in runs} == {budget_name(m, f) for m in ("basecnn", "mobilenetv2")
                                                      for f in (0.05, 0.2, 1)}
     # Without --fractions: one experiment per model and seed, at params' train_fraction.
     assert experiments(("basecnn",), [], [("", [])]) == [("basecnn", "basecnn", [])]

@@ -112,7 +112,7 @@ def test_with_random_initialisation_the_curve_says_only_basecnns_is_meaningful(p
     from PIL import Image
     records, read, _ = budget_runs(weights="none")
     md = "\n".join(report.label_efficiency(params, records, ("basecnn", "mobilenetv2"), read, "val_accuracy_pct",
-                                           tmp_path / "r", tmp_path / "p"))
+                                           tmp_path / "r", tmp_path / "p", 0.95))
     assert "These runs used weights none (random initialisation): the backbones transfer nothing, so only basecnn's " \
            "curve is meaningful" in md
     footer = Image.open(tmp_path / "p/label_efficiency.png").info["Description"]
@@ -131,5 +131,5 @@ def test_without_budgets_no_curve_is_written(params, tmp_path):
     records, read, _ = budget_runs()
     full = [r for r in records if "-f" not in r["Experiment"]]
     assert report.label_efficiency(params, full, ("basecnn", "mobilenetv2"), read, "val_accuracy_pct", tmp_path / "r",
-                                   tmp_path / "p") == []
+                                   tmp_path / "p", 0.95) == []
     assert not (tmp_path / "r").exists() and not (tmp_path / "p").exists()
