@@ -166,9 +166,11 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     def infer(x):  # the one prediction call: val, test, CINIC-10 and every corrupted array (raw images)
         return predict_images(model, x, batch_size)
 
-    metrics, conditions, tables, probs = score_sets(sets, infer, classes)
+    with job.timed("sets"):  # val, test and CINIC-10
+        metrics, conditions, tables, probs = score_sets(sets, infer, classes)
     conditions = {"model": name, **conditions}
-    corruptions = score_corruptions(cifar10c_dir, infer, probs["test"])
+    with job.timed("cifar10c"):
+        corruptions = score_corruptions(cifar10c_dir, infer, probs["test"])
     corrupted, c_report = corruptions[:2]
     if c_report:
         metrics["corruptions"], conditions["corruptions"] = robustness.split_report(c_report)
@@ -179,8 +181,10 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
     # that fails leaves the previous set, consistent.
     with atomic_dir(predictions_dir) as predictions_tmp, atomic_dir(plots_dir) as plots_tmp, \
             atomic_path(metrics_path) as metrics_tmp, atomic_path(conditions_path) as conditions_tmp:
-        write_predictions(predictions_tmp, sets, probs, corruptions)
-        write_plots(plots_tmp, sets, tables, probs, classes, corruptions, name)
+        with job.timed("write"):
+            write_predictions(predictions_tmp, sets, probs, corruptions)
+            write_plots(plots_tmp, sets, tables, probs, classes, corruptions, name)
+        conditions["wall_s"] = job.timings()
         write_json(metrics_tmp, metrics)
         write_json(conditions_tmp, conditions)
     summary = {s: round(m["accuracy"], 4) for s, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}

@@ -11,7 +11,6 @@ params and the data: the extraction time goes to metrics/conditions/features.jso
 file loaded (weights_file, weights_sha256), which train records in its conditions."""
 import hashlib
 import json
-import time
 from pathlib import Path
 
 from core import models
@@ -46,21 +45,22 @@ def main(params, data_dir="data/cifar10", out_dir="data/features",
             "frozen_phase": two_phase}
     conditions = {"model": name, "hardware": job.plan}
     with atomic_dir(out_dir) as tmp:
-        trunk, weights_file = models.trunk_and_weights_file(name, image_shape, size, weights)
-        info.update(weights_record(weights_file))
-        save_keras(trunk, tmp / "trunk.keras")
+        with job.timed("build"):
+            trunk, weights_file = models.trunk_and_weights_file(name, image_shape, size, weights)
+            info.update(weights_record(weights_file))
+            save_keras(trunk, tmp / "trunk.keras")
         if two_phase:
-            began = time.perf_counter()
             for split in ("train", "val"):
-                data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]),
-                                   image_shape=image_shape)
-                f = predict_images(trunk, data["x"], job.checked["features.batch_size"])
-                save_npz(tmp / f"{split}.npz", x=f, y=data["y"])
+                with job.timed(f"extract_{split}"):
+                    data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]),
+                                       image_shape=image_shape)
+                    f = predict_images(trunk, data["x"], job.checked["features.batch_size"])
+                    save_npz(tmp / f"{split}.npz", x=f, y=data["y"])
                 info[f"{split}_shape"] = list(f.shape)
-            conditions["extract_time_s"] = round(time.perf_counter() - began, 2)
         write_json(tmp / "info.json", info)
+    conditions["wall_s"] = job.timings()
     write_json(conditions_path, conditions)
-    print(json.dumps({**info, **{k: v for k, v in conditions.items() if k.endswith('_s')}}))
+    print(json.dumps({**info, "wall_s": conditions["wall_s"]}))
 
 
 if __name__ == "__main__":

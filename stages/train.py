@@ -143,7 +143,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
     check_epochs(t, job.entry, job.name)
     info = read_dataset_info(data_dir)
     classes = info["classes"]
-    data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
+    with job.timed("load"):
+        data = {split: load_images(f"{data_dir}/{split}.npz", len(classes)) for split in ("train", "val")}
     augmentation = augmenter(seed=job.seed, **t["augment"])  # the section's keys are its arguments
     # A labelled budget (cifar10.train_fraction) is trained for the same optimizer steps as the full set.
     repeats = epoch_repeats(info["train_fraction"], t["max_repeats"])
@@ -168,16 +169,21 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
             trunk, info = load_trunk(job.name, features_dir)
             conditions.update(image_size=info["image_size"], weights=info["weights"],
                               **{k: info.get(k) for k in ("weights_file", "weights_sha256")})
-            model, phases, shipped, recipe_metrics = recipe(
-                trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job, repeats)
-            deployed, view_metrics = deploy(model, params["flip_tta"], images(data["val"]))
+            with job.timed("recipe"):  # the phases' own times are in metrics/train.json
+                model, phases, shipped, recipe_metrics = recipe(
+                    trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job,
+                    repeats)
+            with job.timed("deploy"):
+                deployed, view_metrics = deploy(model, params["flip_tta"], images(data["val"]))
         # The labelled budget trained on, and the passes over it per epoch (train.max_repeats): the comparison's
         # label-efficiency curve reads them.
-        metrics = {"train_images_per_class": round(len(data["train"]["y"]) / len(classes), 2),
-                   "train_repeats": repeats, **recipe_metrics, **view_metrics,
-                   **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
+        with job.timed("val"):
+            metrics = {"train_images_per_class": round(len(data["train"]["y"]) / len(classes), 2),
+                       "train_repeats": repeats, **recipe_metrics, **view_metrics,
+                       **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
         # Recorded for both recipes: the comparison reads whether each model's figures include the mirror pass.
-        conditions.update(compute_dtype=models.backbone_policy(model), flip_tta=params["flip_tta"])
+        conditions.update(compute_dtype=models.backbone_policy(model), flip_tta=params["flip_tta"],
+                          wall_s=job.timings())
         # The files are complete before any is renamed into place; the curves follow.
         with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \
                 atomic_path(conditions_path) as conditions_tmp:

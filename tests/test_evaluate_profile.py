@@ -206,6 +206,7 @@ def test_evaluate_without_shift_set_says_so(workdir):
     conditions = json.loads(open("metrics/conditions/evaluate.json").read())
     assert conditions["cinic10"] == {"available": False, "reason": "cinic10.urls is none: no shift set was sampled"}
     assert conditions["test"] == {"available": True, "images": len(load_npz("data/cifar10/test.npz")["y"])}
+    assert set(conditions["wall_s"]) == {"sets", "cifar10c", "write", "process"}
     assert sorted(p.name for p in Path("data/predictions").iterdir()) == ["cifar10c.npz", "test.npz", "val.npz"]
 
 
@@ -340,6 +341,10 @@ def test_profile_stage_writes_every_figure(workdir, monkeypatch):
     assert m["tflite_fp32_accuracy"] == pytest.approx(m["keras_accuracy_on_eval_images"])
     conditions = json.loads(open("metrics/conditions/profile.json").read())
     assert conditions["latency_runs"] == 30 and conditions["usable_cores"] >= 1 and conditions["image_size"] == 32
+    # Where the stage's time went (docs/performance.md's per-stage table): each measurement's wall time.
+    steps = conditions["wall_s"]
+    assert set(steps) == {"latency", "throughput", "flops", "keras_eval_images", "tflite_fp32", "process"}, steps
+    assert 0 <= max(v for k, v in steps.items() if k != "process") <= steps["process"]
     assert not any(isinstance(v, (dict, str)) for v in m.values())  # figures only: conditions are beside them
     # basecnn's convolutions do 29.8 M multiply-adds per 32 px image; one counts as 2 FLOPs.
     assert 59.6e6 < m["flops_per_image"] < 61e6

@@ -154,6 +154,10 @@ def test_every_entry_builds_and_trains(trained, shipped, name, machine_plan):
     metrics = json.loads(open("metrics/train.json").read())
     conditions = json.loads(open("metrics/conditions/train.json").read())
     assert conditions["model"] == info["model"] == name and conditions["hardware"] == machine_plan
+    # Where each stage's time went (docs/performance.md's per-stage table).
+    extract = {"extract_train", "extract_val"} if REGISTRY[name].two_phase else set()
+    assert set(json.loads(open("metrics/conditions/features.json").read())["wall_s"]) == {"build", "process"} | extract
+    assert set(conditions["wall_s"]) == {"load", "recipe", "deploy", "val", "process"}
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # figures only: conditions are beside them
     if name == "mobilenetv2":
         assert metrics["frozen_epochs"] == metrics["fine_tune_epochs"] == 1 and metrics["unfrozen_layers"] > 0
