@@ -32,6 +32,12 @@ def read(data, where):
         raise StageError(f"{where}: not per-image predictions (" + (f"no {', '.join(missing)}" if missing else
                          f"y {y.dtype} {y.shape}, pred {pred.dtype} {pred.shape}, prob {prob.dtype} {prob.shape}, "
                          f"images_sha256 {digest.dtype} {digest.shape}") + "); run the experiment's evaluate stage again")
+    index = arrays.get("index")
+    if y.ndim == 3 and index is not None and (index.dtype.kind not in "iu" or index.shape not in (
+            (y.shape[-1],), (y.shape[0], y.shape[-1])) or (index.size and index.min() < 0)):
+        raise StageError(f"{where}: `index` {index.dtype} {index.shape} does not place the {y.shape[-1]} images of "
+                         f"each of its {y.shape[0]} corruptions in the test split; run the experiment's evaluate "
+                         "stage again")
     return arrays
 
 
@@ -66,6 +72,22 @@ def scores(runs):
         raise StageError("the seeds of one model were evaluated on different images (data_seed or the data differ "
                          "between its experiments): they cannot be averaged")
     correct = np.stack([r["pred"] == r["y"] for r in runs]).astype(np.float64)
-    # (seeds, corruption, severity, images) -> (seeds, images): one score per image of the test split
-    correct = correct.reshape(len(runs), -1, correct.shape[-1]).mean(axis=1)
-    return digests.pop(), correct
+    if correct.ndim == 2:
+        return digests.pop(), correct
+    return digests.pop(), per_image(correct, runs[0].get("index"))
+
+
+def per_image(correct, index):
+    """CIFAR-10-C's (seeds, corruption, severity, images) right answers -> (seeds, test images): each image's
+    share of its corrupted versions that were right, the images in the order they first appear in the file.
+    The image, not the corrupted copy, is the unit of the intervals: its versions share its difficulty. `index`
+    (corruption, images) places each row's images (each corruption its own, or the same: corruptions.distinct);
+    a file without it, or with one row, has the same images under every corruption."""
+    seeds, corruptions, severities, n = correct.shape
+    if index is None or np.ndim(index) == 1:
+        return correct.reshape(seeds, -1, n).mean(axis=1)
+    places, first, unit = np.unique(np.asarray(index).reshape(-1), return_index=True, return_inverse=True)
+    per_version = correct.mean(axis=2).reshape(seeds, -1)  # (seeds, corruption x image), over the severities
+    counts = np.bincount(unit, minlength=len(places))
+    shares = np.stack([np.bincount(unit, weights=row, minlength=len(places)) / counts for row in per_version])
+    return shares[:, np.argsort(first)]

@@ -121,10 +121,19 @@ def sample_cinic(archive, per_class, origins, seed, split="test", classes=CIFAR1
 def balanced_subset(y, per_class, seed, key):
     """Sorted indices of a seeded `per_class` images of every class in `y`; a class with fewer
     stops with an error naming the params `key`."""
+    return balanced_parts(y, per_class, 1, seed, key)[0]
+
+
+def balanced_parts(y, per_class, parts, seed, key):
+    """`parts` disjoint balanced subsets (sorted indices, `per_class` images of every class each), drawn from one
+    seeded shuffle per class: part 0 is balanced_subset's. A class with fewer than per_class x parts images stops
+    with an error naming the params `key`."""
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
-    if counts.min() < per_class:
-        short = ", ".join(f"class {c}: {n}" for c, n in zip(classes, counts) if n < per_class)
-        raise StageError(f"params.yaml: `{key}` is {per_class} but the split has fewer images of {short}; "
-                         "lower it")
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes]))
+    need = per_class * parts
+    if counts.min() < need:
+        short = ", ".join(f"class {c}: {n}" for c, n in zip(classes, counts) if n < need)
+        wanted = f"is {per_class}" if parts == 1 else f"is {per_class}, x {parts} disjoint sets = {need},"
+        raise StageError(f"params.yaml: `{key}` {wanted} but the split has fewer images of {short}; lower it")
+    drawn = [rng.permutation(np.flatnonzero(y == c))[:need] for c in classes]
+    return [np.sort(np.concatenate([d[j * per_class:(j + 1) * per_class] for d in drawn])) for j in range(parts)]

@@ -193,7 +193,7 @@ KEYS = {
     "fetch": ("dir", "retries", "backoff_s", "timeout_s"),
     "cifar10": ("format", "urls", "checksum", "size_bytes", "val_fraction", "train_fraction"),
     "cinic10": ("urls", "checksum", "size_bytes", "per_class", "origin"),
-    "corruptions": ("per_class", "names"),
+    "corruptions": ("per_class", "distinct", "names"),
     "features": ("batch_size",),
     "train": ("batch_size", "patience", "max_repeats", "head", "frozen", "fine_tune", "scratch", "augment"),
     "train.head": ("units", "dropout"),
@@ -213,7 +213,7 @@ PREFER = ("latency", "size", "memory")  # compare.prefer: the cost that breaks a
 # Params with a fixed set of values: key -> the allowed values.
 CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS, "compare.prefer": PREFER}
 # Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
-FLAGS = ("flip_tta", "train.augment.flip", "tune.enabled", "compare.mixed_tta")
+FLAGS = ("flip_tta", "corruptions.distinct", "train.augment.flip", "tune.enabled", "compare.mixed_tta")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order
 # Sizes in bytes may be null (unknown); when given they must be integers >= 1.
 OPTIONAL_NUMBERS = dict.fromkeys(["cifar10.size_bytes", "cinic10.size_bytes"], (1, 1 << 50, True))

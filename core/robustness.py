@@ -39,22 +39,24 @@ def accuracy(y, probs):
     return float(np.mean(np.asarray(probs).argmax(axis=1) == y))
 
 
-def corruption_report(y, clean_probs, probs, families):
+def corruption_report(sets, clean_y, clean_probs, families):
     """The `corruptions` section of metrics/evaluate.json.
 
-    y: labels of the N corrupted images; clean_probs: the model's (N, classes) on the same images uncorrupted;
-    probs: {corruption: [probabilities at severity 1, ..., 5]}; families: {corruption: family}.
-    Accuracies are fractions; the mean corruption accuracy is the mean over every corruption and severity
-    (75 at default), accuracy_drop the clean accuracy minus it, relative_drop that over the clean accuracy.
+    sets: {corruption: (labels (N,), probabilities at severity 1, ..., 5 (5, N, classes))}, N the same for every
+    corruption (its own images or the same ones, corruptions.distinct); clean_y, clean_probs: every image used,
+    uncorrupted (each once); families: {corruption: family}. Accuracies are fractions; the mean corruption
+    accuracy is the mean over every corruption and severity (75 at default), accuracy_drop the clean accuracy
+    minus it, relative_drop that over the clean accuracy.
     """
-    table = {name: [accuracy(y, p) for p in per_severity] for name, per_severity in probs.items()}
+    table = {name: [accuracy(y, p) for p in per_severity] for name, (y, per_severity) in sets.items()}
     grid = np.array(list(table.values()))  # (corruptions, severities)
-    clean, mean = accuracy(y, clean_probs), float(grid.mean())
+    clean, mean = accuracy(clean_y, clean_probs), float(grid.mean())
     by_family = {f: float(np.mean([table[n] for n in table if families[n] == f]))
                  for f in FAMILY_ORDER if any(families[n] == f for n in table)}
     return {
         "available": True,
-        "images": int(len(y)),
+        "images": int(len(clean_y)),
+        "images_per_corruption": int(len(next(iter(sets.values()))[0])),
         "corruptions": len(table),
         "clean_accuracy": clean,
         "mean_accuracy": mean,
@@ -93,7 +95,7 @@ def heatmap(path, report, model_name):
     ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names])
     ax.set_xlabel("severity")
     fig.colorbar(image, ax=ax, label="accuracy (%)")
-    ax.set_title(f"{model_name} on CIFAR-10-C ({report['images']} images): mean {100 * report['mean_accuracy']:.1f} %, "
+    ax.set_title(f"{model_name} on CIFAR-10-C ({report['images_per_corruption']} images each): mean {100 * report['mean_accuracy']:.1f} %, "
                  f"clean {100 * report['clean_accuracy']:.1f} %", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -101,21 +103,23 @@ def heatmap(path, report, model_name):
 
 
 def example_picks(n, examples=3):
-    """Positions of the grid's images: evenly spaced over the subset, which is stored class by class."""
+    """Positions of the grid's images: evenly spaced over a corruption's images, which are sorted by their
+    place in the test split."""
     return np.linspace(0, n - 1, examples).astype(int)
 
 
 def keep_examples(data):
-    """What the picture grid needs of one corruption's file: its labels and indices, and the picked images."""
+    """What the picture grid needs of one corruption's file: the picked images, their labels and places in the
+    test split (kept instead of the whole file, which evaluate reads one at a time)."""
     picks = example_picks(len(data["y"]))
-    return {"y": data["y"], "index": data["index"], "picks": picks, "x": data["x"][:, picks]}
+    return {"y": data["y"][picks], "index": data["index"][picks], "picks": picks, "x": data["x"][:, picks]}
 
 
 def split_report(report):
     """corruption_report as (the figures for metrics/evaluate.json, what they were measured on): the
     per-severity table of every corruption stays out of the metrics file (75 columns in `dvc exp show`;
     corruption_severity.csv and the heatmap hold it), and so do the image and corruption counts."""
-    facts = ("available", "images", "corruptions")
+    facts = ("available", "images", "images_per_corruption", "corruptions")
     figures = {k: v for k, v in report.items() if k not in (*facts, "table")}
     return figures, {k: report[k] for k in facts}
 
@@ -127,49 +131,41 @@ def write_plots(out_dir, report, info, kept, probs, test_x, test_probs, classes,
     out_dir = Path(out_dir)
     write_text(out_dir / "corruption_severity.csv", severity_csv(report, families(info)))
     heatmap(out_dir / "corruption_heatmap.png", report, model_name)
-    first = next(iter(kept.values()))
-    picks, shown = first["picks"], first["index"][first["picks"]]
-    predicted = {name: p[:, picks].argmax(axis=-1) for name, p in probs.items()}
-    predicted["clean"] = test_probs[shown].argmax(axis=-1)
-    example_grid(out_dir / "corruption_examples.png", test_x[shown], {n: k["x"] for n, k in kept.items()},
-                 first["y"][picks], predicted, classes)
+    rows = {name: {"clean": test_x[k["index"]], "corrupted": k["x"], "y": k["y"],
+                   "clean_pred": test_probs[k["index"]].argmax(axis=-1),
+                   "pred": probs[name][:, k["picks"]].argmax(axis=-1)} for name, k in kept.items()}
+    example_grid(out_dir / "corruption_examples.png", rows, classes)
 
 
-def example_grid(path, clean, corrupted, y, predicted, classes):
-    """A PNG of a few images, clean and under every corruption at severities 1, 3 and 5, each titled with
-    the model's prediction (green right, red wrong).
+def example_grid(path, rows, classes):
+    """A PNG with a row per corruption: a few of its images, each clean and at severities 1, 3 and 5, titled
+    with the model's prediction (green right, red wrong).
 
-    clean: (k, H, W, 3); corrupted: {name: (5, k, H, W, 3)}; y: (k,); predicted: {name: (5, k), "clean": (k,)}.
+    rows: {name: {"clean": (k, H, W, 3), "corrupted": (5, k, H, W, 3), "y": (k,), "clean_pred": (k,),
+    "pred": (5, k)}}.
     """
     plt = pyplot()
-    examples = len(y)
-    names = list(corrupted)
-    cols = examples * len(EXAMPLE_SEVERITIES)
-    fig, axes = plt.subplots(len(names) + 1, cols, figsize=(1.15 * cols + 1.3, 1.2 * (len(names) + 1)), squeeze=False)
-
-    def tile(ax, image, label, pred):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(classes[pred], fontsize=6.5, color="green" if pred == label else "red", pad=2)
-    for k in range(examples):
-        for j in range(len(EXAMPLE_SEVERITIES)):
-            ax = axes[0, k * len(EXAMPLE_SEVERITIES) + j]
-            if j:
-                ax.axis("off")
-            else:
-                tile(ax, clean[k], y[k], predicted["clean"][k])
-        for r, name in enumerate(names, 1):
-            for j, s in enumerate(EXAMPLE_SEVERITIES):
-                ax = axes[r, k * len(EXAMPLE_SEVERITIES) + j]
-                tile(ax, corrupted[name][s - 1, k], y[k], predicted[name][s - 1, k])
-                if r == len(names):
-                    ax.set_xlabel(f"severity {s}", fontsize=6.5)
-    axes[0, 0].set_ylabel("clean", fontsize=7)
-    for r, name in enumerate(names, 1):
+    names = list(rows)
+    examples = len(rows[names[0]]["y"])
+    shown = ("clean", *EXAMPLE_SEVERITIES)
+    cols = examples * len(shown)
+    fig, axes = plt.subplots(len(names), cols, figsize=(1.15 * cols + 1.3, 1.2 * len(names) + 0.3), squeeze=False)
+    for r, name in enumerate(names):
+        row = rows[name]
+        for k in range(examples):
+            for j, what in enumerate(shown):
+                ax = axes[r, k * len(shown) + j]
+                image, pred = ((row["clean"][k], row["clean_pred"][k]) if what == "clean" else
+                               (row["corrupted"][what - 1, k], row["pred"][what - 1, k]))
+                ax.imshow(image, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(classes[pred], fontsize=6.5, color="green" if pred == row["y"][k] else "red", pad=2)
+                if r == len(names) - 1:
+                    ax.set_xlabel(what if what == "clean" else f"severity {what}", fontsize=6.5)
         axes[r, 0].set_ylabel(name.replace("_", "\n"), fontsize=7)
-    fig.suptitle("CIFAR-10-C: each corruption at severities 1, 3, 5 (title: the model's prediction, "
-                 "green right, red wrong)", fontsize=8)
+    fig.suptitle("CIFAR-10-C: images of each corruption, clean and at severities 1, 3, 5 (title: the model's "
+                 "prediction, green right, red wrong)", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.985))  # room for the suptitle above the first titles
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -69,16 +69,17 @@ def prediction_arrays(y, probs, digest, **extra):
 
 def write_predictions(out_dir, sets, probs, corruptions):
     """data/predictions/<set>.npz for every scored set; cifar10c.npz holds (corruption, severity, image) arrays
-    and the corruption names in that order, with `index`, the images' positions in the test split."""
+    and the corruption names in that order, with `index` (corruption, image), the images' positions in the test
+    split (the same row for every corruption, or each its own: corruptions.distinct)."""
     for set_name, data in sets.items():
         save_npz(out_dir / f"{set_name}.npz", **prediction_arrays(data["y"], probs[set_name], images_digest(data["x"])))
     corrupted, c_report, c_data, c_probs, digest = corruptions
     if c_report:
         names = list(c_probs)
-        first = c_data[names[0]]  # every corruption's file holds the same images (corrupt_cifar10)
+        y = np.stack([np.broadcast_to(c_data[n]["all_y"][None], c_probs[n].shape[:-1]) for n in names])
         save_npz(out_dir / "cifar10c.npz", **prediction_arrays(
-            first["y"], np.stack([c_probs[n] for n in names]), digest, corruptions=np.array(names),
-            index=np.asarray(first["index"], np.int64)))
+            y, np.stack([c_probs[n] for n in names]), digest, corruptions=np.array(names),
+            index=np.stack([np.asarray(c_data[n]["all_index"], np.int64) for n in names])))
 
 
 def load_sets(data_dir, cinic_dir, classes):
@@ -121,9 +122,10 @@ def score_sets(sets, infer, classes):
     return metrics, conditions, tables, probs
 
 
-def score_corruptions(cifar10c_dir, infer, test_probs):
-    """CIFAR-10-C through the same prediction call: (info, report or None, kept examples, probabilities, digest
-    of every corrupted image)."""
+def score_corruptions(cifar10c_dir, infer, test):
+    """CIFAR-10-C through the same prediction call: (info, report or None, per corruption its labels, places in
+    the test split and kept examples, probabilities, digest of every corrupted image). `test`: the test split's
+    labels `y` and probabilities `probs` (the clean figures, on the same images)."""
     corrupted = robustness.load_info(cifar10c_dir)
     if not corrupted["available"]:
         return corrupted, None, {}, {}, None
@@ -131,10 +133,11 @@ def score_corruptions(cifar10c_dir, infer, test_probs):
     for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
         x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
         c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
-        c_data[c_name] = robustness.keep_examples(data)
+        c_data[c_name] = {**robustness.keep_examples(data), "all_y": data["y"], "all_index": data["index"]}
         digest.update(images_digest(x).encode())
-    report = robustness.corruption_report(data["y"], test_probs[data["index"]], c_probs,
-                                          robustness.families(corrupted))
+    used = np.unique(np.concatenate([d["all_index"] for d in c_data.values()]))  # each image once
+    report = robustness.corruption_report({n: (c_data[n]["all_y"], c_probs[n]) for n in c_probs}, test["y"][used],
+                                          test["probs"][used], robustness.families(corrupted))
     return corrupted, report, c_data, c_probs, digest.hexdigest()
 
 
@@ -170,7 +173,7 @@ def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="
         metrics, conditions, tables, probs = score_sets(sets, infer, classes)
     conditions = {"model": name, **conditions}
     with job.timed("cifar10c"):
-        corruptions = score_corruptions(cifar10c_dir, infer, probs["test"])
+        corruptions = score_corruptions(cifar10c_dir, infer, {"y": sets["test"]["y"], "probs": probs["test"]})
     corrupted, c_report = corruptions[:2]
     if c_report:
         metrics["corruptions"], conditions["corruptions"] = robustness.split_report(c_report)

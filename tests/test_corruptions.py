@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
 
 from core import corruptions
 from core.io import load_npz, save_npz, write_json
 from core import StageError
+from core.data import balanced_parts, balanced_subset
 from stages import corrupt_cifar10
 
 
@@ -196,26 +199,47 @@ def test_frost_textures_are_seeded():
     assert np.array_equal(a, b) and a.shape == (1, 64, 64, 3) and 0.2 < a.mean() < 0.7
 
 
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(1, 30), min_size=1, max_size=5), per_class=st.integers(1, 10),
+       parts=st.integers(1, 15), seed=st.integers(0, 2 ** 32 - 1))
+def test_balanced_parts_are_disjoint_and_balanced_and_the_first_is_balanced_subsets(counts, per_class, parts, seed):
+    y = np.repeat(np.arange(len(counts)), counts).astype(np.uint8)
+    np.random.default_rng(seed).shuffle(y)
+    if min(counts) < per_class * parts:
+        with pytest.raises(StageError, match="lower it"):
+            balanced_parts(y, per_class, parts, seed, "k")
+        return
+    got = balanced_parts(y, per_class, parts, seed, "k")
+    together = np.concatenate(got)
+    assert len(np.unique(together)) == len(together) == per_class * parts * len(counts)
+    assert all(np.bincount(y[p], minlength=len(counts)).tolist() == [per_class] * len(counts) for p in got)
+    assert all(np.array_equal(p, np.sort(p)) for p in got)
+    assert np.array_equal(got[0], balanced_subset(y, per_class, seed, "k"))
+
+
 # The stage.
 
 @pytest.fixture
 def test_split(tmp_path, monkeypatch, params):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
-    y = (np.arange(40) % 4).astype(np.uint8)
-    save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), y=y)
+    y = (np.arange(240) % 4).astype(np.uint8)  # 60 per class: 15 disjoint sets of 3 per class, and 15 spare
+    save_npz("data/cifar10/test.npz", x=rng.integers(0, 256, (240, 32, 32, 3), dtype=np.uint8), y=y)
     write_json("data/cifar10/info.json", {"classes": ["a", "b", "c", "d"], "image_shape": [32, 32, 3]})
     params["corruptions"].update(per_class=3, names=["gaussian_noise", "frost", "jpeg_compression"])
     return params
 
 
-def test_stage_writes_the_data_contract_byte_identically(test_split):
+@pytest.mark.parametrize("distinct", [True, False])
+def test_stage_writes_the_data_contract_byte_identically(test_split, distinct):
+    test_split["corruptions"]["distinct"] = distinct
     corrupt_cifar10.main(test_split)
     test = load_npz("data/cifar10/test.npz")
     info = json.loads(open("data/cifar10c/info.json").read())
     assert info["corruptions"] == ["gaussian_noise", "frost", "jpeg_compression"] and info["data_seed"] == 42
-    assert info["parameters"]["gaussian_noise"]["severity"]["3"] == 0.08 and info["images"] == 12
-    first = {}
+    assert info["parameters"]["gaussian_noise"]["severity"]["3"] == 0.08 and info["distinct"] is distinct
+    assert info["images_per_corruption"] == 12 and info["images"] == (36 if distinct else 12)
+    first, places = {}, {}
     for name in info["corruptions"]:
         d = load_npz(f"data/cifar10c/{name}.npz")
         assert d["x"].shape == (5, 12, 32, 32, 3) and d["x"].dtype == np.uint8 and d["y"].dtype == np.uint8
@@ -223,12 +247,16 @@ def test_stage_writes_the_data_contract_byte_identically(test_split):
         assert np.array_equal(d["x"][3], corruptions.corrupt(test["x"][d["index"]], name, 4, corruptions.rng_for(42, name, 4),
                                                    corruptions.frost_textures(corruptions.rng_for(42, "frost", 0))))
         first[name] = open(f"data/cifar10c/{name}.npz", "rb").read()
+        places[name] = set(d["index"].tolist())
+    # Each corruption its own images, or all the same ones.
+    a, b, c = places.values()
+    assert (not (a & b or b & c or a & c)) if distinct else a == b == c
     corrupt_cifar10.main(test_split)
     assert all(open(f"data/cifar10c/{n}.npz", "rb").read() == b for n, b in first.items())
     # A corruption's images do not depend on which others are selected.
-    test_split["corruptions"]["names"] = ["jpeg_compression", "gaussian_noise"]
+    test_split["corruptions"]["names"] = ["jpeg_compression"]
     corrupt_cifar10.main(test_split)
-    assert open("data/cifar10c/gaussian_noise.npz", "rb").read() == first["gaussian_noise"]
+    assert open("data/cifar10c/jpeg_compression.npz", "rb").read() == first["jpeg_compression"]
 
 
 def test_per_class_zero_writes_only_a_note(test_split):
@@ -242,10 +270,15 @@ def test_per_class_zero_writes_only_a_note(test_split):
 @pytest.mark.parametrize("change, message", [
     ({"names": ["gaussian_noise", "fogg"]}, "`corruptions.names` has 'fogg'; allowed: gaussian_noise"),
     ({"names": "some"}, "`corruptions.names` must be all or a list"),
-    ({"per_class": 11}, "`corruptions.per_class` is 11 but the split has fewer images of class 0: 10"),
+    ({"per_class": 5}, "`corruptions.per_class` is 5, x 15 disjoint sets = 75, but the split has fewer images of "
+                       "class 0: 60"),
+    ({"per_class": 61, "distinct": False}, "`corruptions.per_class` is 61 but the split has fewer images of class 0: "
+                                           "60"),
+    ({"distinct": "yes"}, "`corruptions.distinct` must be true or false, got 'yes'"),
     ({"per_class": -1}, "`corruptions.per_class` is -1; must be in [0, 10000]"),
     ({"per_clas": 3}, "unknown key `corruptions.per_clas`; did you mean `corruptions.per_class`?"),
-], ids=["unknown-name", "names-not-a-list", "per-class-too-large", "per-class-negative", "misspelt-key"])
+], ids=["unknown-name", "names-not-a-list", "per-class-too-large", "per-class-too-large-shared", "distinct-not-a-flag",
+        "per-class-negative", "misspelt-key"])
 def test_bad_params_name_the_key(test_split, change, message):
     test_split["corruptions"].update(change)
     with pytest.raises(StageError) as e:

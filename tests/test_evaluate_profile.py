@@ -66,7 +66,8 @@ def stage_params():
     import copy
     params = copy.deepcopy(load(ROOT / "params.yaml"))
     params["train"]["scratch"]["precision"] = "float32"
-    params["corruptions"].update(per_class=2, names=["gaussian_noise", "fog", "pixelate"])
+    # Each corruption its own 10 images (corruptions.distinct, the default): 15 per class in the test split.
+    params["corruptions"].update(per_class=1, names=["gaussian_noise", "fog", "pixelate"])
     params.update(model="basecnn", image_size=32)
     params["profile"].update(warmup_runs=2, latency_runs=30, batch_size=4, throughput_runs=3, tflite=["fp32"],
                              tflite_eval_images=12)
@@ -81,7 +82,7 @@ def made(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(directory)
         rng = np.random.default_rng(0)
-        for split, n in (("val", 40), ("test", 60)):
+        for split, n in (("val", 40), ("test", 150)):
             save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                      y=(np.arange(n) % 10).astype(np.uint8))
         write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})
@@ -185,9 +186,10 @@ def test_evaluate_keeps_every_images_prediction(evaluated, evaluated_model):
     assert len(digests) == 3
     c = load_npz("data/predictions/cifar10c.npz")
     assert list(c["corruptions"]) == ["gaussian_noise", "fog", "pixelate"]
-    assert c["y"].shape == c["pred"].shape == (3, 5, 20) and c["prob"].shape == (3, 5, 20, 10)
+    assert c["y"].shape == c["pred"].shape == (3, 5, 10) and c["prob"].shape == (3, 5, 10, 10)
     fog = load_npz("data/cifar10c/fog.npz")
-    np.testing.assert_array_equal(c["index"], fog["index"])
+    assert c["index"].shape == (3, 10) and len(set(c["index"].ravel().tolist())) == 30  # each corruption its own
+    np.testing.assert_array_equal(c["index"][1], fog["index"])
     np.testing.assert_array_equal(c["y"][1, 4], fog["y"])
     np.testing.assert_array_equal(c["pred"][1, 4], model.predict(fog["x"][4], verbose=0).argmax(1))
     mean = json.loads(open("metrics/evaluate.json").read())["corruptions"]["mean_accuracy"]
@@ -214,7 +216,7 @@ def test_evaluate_reports_every_corruption_and_severity(evaluated, evaluated_mod
     figures, model = evaluated, evaluated_model
     c = json.loads(open("metrics/evaluate.json").read())["corruptions"]
     assert json.loads(open("metrics/conditions/evaluate.json").read())["corruptions"] == {
-        "available": True, "images": 20, "corruptions": 3}
+        "available": True, "images": 30, "images_per_corruption": 10, "corruptions": 3}
     assert {"available", "images", "corruptions", "table"}.isdisjoint(c)  # the metrics file holds figures only
     with open("plots/evaluate/corruption_severity.csv") as f:
         rows = list(csv.DictReader(f))
@@ -226,8 +228,10 @@ def test_evaluate_reports_every_corruption_and_severity(evaluated, evaluated_mod
     for severity in range(1, 6):
         predicted = model.predict(fog["x"][severity - 1], verbose=0).argmax(axis=1)
         assert table["fog"][str(severity)] == pytest.approx(np.mean(predicted == fog["y"]), abs=1e-4)
-    clean = model.predict(test["x"][fog["index"]], verbose=0).argmax(axis=1)
-    assert c["clean_accuracy"] == pytest.approx(np.mean(clean == fog["y"]))
+    # Clean: every corrupted image once, uncorrupted (each corruption has its own images).
+    used = np.concatenate([load_npz(f"data/cifar10c/{n}.npz")["index"] for n in table])
+    clean = model.predict(test["x"][used], verbose=0).argmax(axis=1)
+    assert c["clean_accuracy"] == pytest.approx(np.mean(clean == test["y"][used]))
     grid = np.array([list(v.values()) for v in table.values()])
     assert c["mean_accuracy"] == pytest.approx(grid.mean(), abs=1e-4)
     assert c["accuracy_drop"] == pytest.approx(c["clean_accuracy"] - c["mean_accuracy"])
@@ -244,7 +248,7 @@ def test_evaluate_reports_every_corruption_and_severity(evaluated, evaluated_mod
     assert shown == pytest.approx(want, abs=0.01) and cells == [f"{v:.1f}" for v in shown.ravel()]
     # The examples: every tile is titled with what the model predicts for the very image it shows.
     tiles = [(title, images[0]) for title, _, images in figures["corruption_examples.png"] if images]
-    assert len(tiles) == 3 + 3 * 3 * 3  # 3 clean images, then each under 3 corruptions at 3 severities
+    assert len(tiles) == 3 * 3 * 4  # per corruption 3 of its images, each clean and at 3 severities
     predicted = model.predict(np.stack([image for _, image in tiles]), verbose=0).argmax(1)
     assert [title for title, _ in tiles] == [CIFAR10_CLASSES[p] for p in predicted]
     from PIL import Image

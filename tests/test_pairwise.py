@@ -91,6 +91,33 @@ def test_cifar10c_scores_are_each_images_share_of_its_corrupted_versions():
     assert rows.iloc[0].difference == pytest.approx(s.mean() - other[1].mean()) and math.isnan(rows.iloc[0].mcnemar_p)
 
 
+def test_cifar10c_scores_with_each_corruption_on_its_own_images_are_per_image_shares_in_test_order():
+    """corruptions.distinct: each corruption has its own images, so an image's score is its share over its one
+    corruption's 5 severities, and the units are the images of every corruption, in file order (the same for any
+    model on the same images, so the pairing holds). The shared layout, with `index` given per
+    corruption, gives what the one-row file gives."""
+    index = np.array([[4, 0, 2], [5, 1, 3]])  # corruption 0 has test images 4, 0, 2; corruption 1 has 5, 1, 3
+    y = np.broadcast_to(Y[index][:, None, :], (2, 5, 3))
+    right = np.zeros((2, 5, 3), bool)
+    right[0, :, 0] = True         # test image 4: right at every severity
+    right[1, :2, 2] = True        # test image 3: right at 2 of 5
+    digest, s = predictions.scores([through_npz({**set_arrays(y, right), "index": index})])
+    assert s.tolist() == [[1, 0, 0, 0, 0, 0.4]]  # test images 4, 0, 2, 5, 1, 3
+    shared = np.zeros((2, 5, 3), bool)
+    shared[0, 0, 1] = shared[1, 4, 1] = True
+    one_row = predictions.scores([through_npz({**set_arrays(y, shared), "index": index[0]})])[1]
+    per_row = predictions.scores([through_npz({**set_arrays(y, shared), "index": np.stack([index[0]] * 2)})])[1]
+    assert one_row.tolist() == per_row.tolist() == [[0, 0.2, 0]]
+
+
+@pytest.mark.parametrize("index", [np.array([[0, 1, 2]]), np.array([0, 1]), np.array([[0, 1, 2], [3, 4, -5]]),
+                                   np.array([[0.0, 1, 2], [3, 4, 5]])], ids=["rows", "length", "negative", "float"])
+def test_a_cifar10c_index_that_does_not_place_the_images_is_refused(index):
+    y = np.zeros((2, 5, 3), np.uint8)
+    with pytest.raises(StageError, match="does not place the 3 images of each of its 2 corruptions"):
+        through_npz({**set_arrays(y, y > 0), "index": index})
+
+
 def two_models(val_a, val_b, p90=(6.0, 2.0), size=(10.0, 30.0), tta=(False, False)):
     """Records and predictions of models "slow" and "fast" on the same N validation images."""
     records = [record(name, val=val, p90=p, size=s, **{"conditions.train.flip_tta": t})

@@ -38,7 +38,7 @@ def save_model(seed):
 def workdir(tmp_path, monkeypatch, params):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
-    for split, n in (("val", 20), ("test", 40)):
+    for split, n in (("val", 20), ("test", 150)):  # 15 per class: each of the 15 corruptions its own image
         save_npz(f"data/cifar10/{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                  y=(np.arange(n) % 10).astype(np.uint8))
     write_json("data/cifar10/info.json", {"classes": CIFAR10_CLASSES, "image_shape": [32, 32, 3]})

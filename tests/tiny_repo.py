@@ -52,14 +52,15 @@ def tiny_pipeline_params(project, data_dir, **top):
     allow and no TFLite export (`-S profile.tflite=[fp32]` where a test checks one); `top` overrides
     top-level keys (model, weights, image_size)."""
     from builders import class_folders
-    class_folders(data_dir / "images", classes=("cat", "dog", "ship"), per_class=(8, 4))
+    # 15 test images per class: CIFAR-10-C gives each of its 15 corruptions its own (corruptions.distinct).
+    class_folders(data_dir / "images", classes=("cat", "dog", "ship"), per_class=(8, 15))
     params = load_params(project / "params.yaml")
     params.update({"weights": "none", "image_size": 32, **top})
     params["cifar10"].update(format="folders", urls=[str(data_dir / "images")], checksum=None, size_bytes=None,
                              val_fraction=0.25)
     params["cinic10"]["urls"] = "none"
     # Every model predicts each corrupted image at 5 severities: 450 images at 96 px took DenseNet121 ~40 s.
-    params["corruptions"].update(per_class=1, names=["gaussian_noise", "pixelate"])
+    params["corruptions"].update(per_class=1, names=["gaussian_noise", "pixelate"])  # 3 images each
     t = params["train"]
     t["batch_size"] = 8
     for phase in ("frozen", "fine_tune", "scratch"):
