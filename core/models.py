@@ -9,6 +9,7 @@ head (dropout, dense, softmax) is the same for every entry: adding a Keras
 application is one line of core.registry.REGISTRY.
 """
 import contextlib
+import math
 
 import numpy as np
 
@@ -206,6 +207,48 @@ def unfreeze(model, fraction, learning_rate):
     return sum(layer.trainable for layer in backbone.layers)
 
 
+def _frontier(layers, cut):
+    """The tensors that layers[:cut] produce and layers[cut:] take: what the layers from `cut` on need."""
+    below, frontier = {id(layer) for layer in layers[:cut]}, []
+    for layer in layers[cut:]:
+        for node in layer._inbound_nodes:  # Keras 3 keeps each call's input tensors on its node
+            for t in node.input_tensors:
+                if id(t._keras_history[0]) in below and not any(t is f for f in frontier):
+                    frontier.append(t)
+    return frontier
+
+
+def split_at_trainable(model):
+    """(bottom, top) of a phase-2 model (after `unfreeze`), sharing its layers: `bottom` maps raw images to the
+    tensors inside the backbone that feed its first layer with trainable weights (the frontier: one tensor, or
+    two where a skip connection crosses it), computed by layers with none; `top` maps those tensors to the
+    model's output. top(bottom(x)) is model(x): the frozen layers (BatchNorm in inference mode) compute the same
+    thing every epoch for the same image, so phase 2 can compute them once per augmented view (core.training.
+    fine_tune_cached). Without trainable backbone layers the frontier is the backbone's output."""
+    backbone = model.get_layer(BACKBONE)
+    layers = backbone.layers
+    # Any cut at or below the first layer with trainable weights is exact; from where unfreeze opened the top
+    # (the first layer it made trainable, weights or not, and the BatchNorm it kept frozen just below) to there,
+    # the one whose frontier holds the fewest values per image: the cache's size. (ResNet50V2's first trainable
+    # conv also needs its block's skip input; the block's first layer, a BatchNorm, needs only that.)
+    weighted = next((i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
+    opened = min(weighted, next((i for i, layer in enumerate(layers) if layer.trainable), weighted))
+    while opened and isinstance(layers[opened - 1], keras.layers.BatchNormalization):
+        opened -= 1
+    cut, frontier = min(((c, _frontier(layers, c)) for c in range(opened, weighted + 1)),
+                        key=lambda cf: (sum(math.prod(t.shape[1:]) for t in cf[1]), -cf[0]))
+    frontier = frontier or [backbone.output]
+    x = model.input
+    for layer in model.layers[1:model.layers.index(backbone)]:  # resize and preprocessing, as the model has them
+        x = layer(x)
+    bottom = keras.Model(model.input, keras.Model(backbone.input, frontier)(x, training=False), name="bottom")
+    inputs = [keras.Input(t.shape[1:], dtype=t.dtype) for t in frontier]
+    y = inputs[0] if cut == len(layers) else keras.Model(frontier, backbone.output)(inputs, training=False)
+    for layer in model.layers[model.layers.index(backbone) + 1:]:  # pooling and the head
+        y = layer(y)
+    return bottom, keras.Model(inputs, y, name="top")
+
+
 def with_dtype_policy(model, policy):
     """A copy of `model` (weights copied) whose layers, nested models' included, compute in the Keras dtype
     policy `policy` ("float32", "mixed_bfloat16", ...). Input layers keep their dtype (uint8 images).
@@ -221,6 +264,17 @@ def with_dtype_policy(model, policy):
     copy = keras.saving.deserialize_keras_object(walk(keras.saving.serialize_keras_object(model)))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def copy_weights(source, target):
+    """Every weight of `source` into `target`, the same network in another dtype policy (with_dtype_policy's
+    copy, whose weights come in the same order; a deserialized Sequential's paths lose their prefix, so order, not
+    path, pairs them). A count or shape that differs is an error, never skipped."""
+    pairs = list(zip(source.weights, target.weights))
+    if len(source.weights) != len(target.weights) or any(a.shape != b.shape for a, b in pairs):
+        raise ValueError(f"{source.name} and {target.name} do not hold the same weights")
+    for a, b in pairs:
+        b.assign(a)
 
 
 def backbone_policy(model):

@@ -173,7 +173,7 @@ NUMBERS = {
     **dict.fromkeys(["train.frozen.learning_rate", "train.fine_tune.learning_rate", "train.scratch.learning_rate"],
                     RATE),
     "train.patience": (1, 10000, True), "train.max_repeats": (1, 10000, True), "train.head.units": (0, 65536, True), "train.head.dropout": (0.0, 0.9, False),
-    "train.fine_tune.unfreeze_fraction": (0.0, 1.0, False), "train.scratch.weight_decay": (0.0, 1.0, False),
+    "train.fine_tune.unfreeze_fraction": (0.0, 1.0, False), "train.fine_tune.views": (0, 64, True), "train.scratch.weight_decay": (0.0, 1.0, False),
     "train.scratch.warmup_fraction": (0.0, 0.5, False), "train.scratch.watch_from_fraction": (0.0, 1.0, False),
     "train.scratch.label_smoothing": (0.0, 0.5, False), "train.scratch.dropout": (0.0, 0.9, False),
     "train.scratch.units": (0, 65536, True),
@@ -194,11 +194,11 @@ KEYS = {
     "cifar10": ("format", "urls", "checksum", "size_bytes", "val_fraction", "train_fraction"),
     "cinic10": ("urls", "checksum", "size_bytes", "per_class", "origin"),
     "corruptions": ("per_class", "distinct", "names"),
-    "features": ("batch_size",),
+    "features": ("batch_size", "precision"),
     "train": ("batch_size", "patience", "max_repeats", "head", "frozen", "fine_tune", "scratch", "augment"),
     "train.head": ("units", "dropout"),
     "train.frozen": ("epochs", "learning_rate"),
-    "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction"),
+    "train.fine_tune": ("epochs", "learning_rate", "unfreeze_fraction", "views", "precision"),
     "train.scratch": ("epochs", "learning_rate", "weight_decay", "warmup_fraction", "watch_from_fraction",
                       "label_smoothing", "optimizer", "units", "dropout", "precision"),
     "train.augment": ("flip", "translate", "rotation", "zoom"),
@@ -211,7 +211,8 @@ OPTIMIZERS = ("sgd", "adamw")  # train.scratch.optimizer (core.training.OPTIMIZE
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # train.scratch.precision (Keras dtype policies)
 PREFER = ("latency", "size", "memory")  # compare.prefer: the cost that breaks a tie (compare.table.PREFER_COLUMNS)
 # Params with a fixed set of values: key -> the allowed values.
-CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS, "compare.prefer": PREFER}
+CHOICES = {"train.scratch.optimizer": OPTIMIZERS, "train.scratch.precision": PRECISIONS,
+           "train.fine_tune.precision": PRECISIONS, "features.precision": PRECISIONS, "compare.prefer": PREFER}
 # Every true/false param: `flip: "no"` or `enabled: 0` would otherwise be read by truth value.
 FLAGS = ("flip_tta", "corruptions.distinct", "train.augment.flip", "tune.enabled", "compare.mixed_tta")
 TFLITE_KINDS = ("fp32", "fp16", "int8")  # profile.tflite: the exports profile makes, in this order

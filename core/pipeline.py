@@ -1,5 +1,6 @@
 """tf.data input pipelines: raw uint8 images (augmented for training) and cached features, in batches."""
 import numpy as np
+from tqdm import tqdm
 
 from core.hardware import op_determinism, usable_cores
 from core.runtime import keras, tf
@@ -73,3 +74,46 @@ def feature_batches(f, y, batch_size, shuffle_seed=None, repeats=1):
 def predict_images(model, x, batch_size):
     """The model's outputs for uint8 images (N, H, W, 3); float32 (Keras' progress bar on stdout)."""
     return model.predict(image_batches(x, np.zeros(len(x), np.uint8), batch_size), verbose=1).astype(np.float32)
+
+
+def frozen_outputs(bottom, batches, n, views=1):
+    """`bottom`'s outputs (core.models.split_at_trainable) for `views` passes over `batches` (n images, in a fixed
+    order; an augmenting pipeline draws afresh on each pass): one array (views, n, ...) per output, in the dtype
+    bottom computes in (bfloat16 under mixed_bfloat16, so the cache is what the top would receive)."""
+    arrays = [np.empty((views, n, *t.shape[1:]), tf.as_dtype(t.dtype).as_numpy_dtype) for t in bottom.outputs]
+    call = tf.function(lambda x: bottom(x, training=False))
+    with tqdm(total=views * n, desc="frozen layers, once per view", unit="img") as bar:
+        for v in range(views):
+            start = 0
+            for x, _ in batches:
+                outs = call(x)
+                for array, out in zip(arrays, outs if isinstance(outs, (list, tuple)) else [outs]):
+                    array[v, start:start + len(x)] = out.numpy()
+                start += len(x)
+                bar.update(len(x))
+            if start != n:
+                raise ValueError(f"the image batches held {start} images, not {n}")
+    return arrays
+
+
+def view_batches(arrays, y, batch_size, shuffle_seed=None, repeats=1):
+    """Batches of (cached frozen outputs, labels) for the top of the network: every image once per pass,
+    `repeats` passes per epoch, shuffled like image_batches, each time in one of its cached views drawn at
+    random (seeded by shuffle_seed; view 0 without it). `arrays`: frozen_outputs' list, (views, n, ...) each."""
+    views, n = arrays[0].shape[:2]
+    rng = np.random.default_rng(shuffle_seed)
+    dtypes = [tf.as_dtype(a.dtype) for a in arrays]
+
+    def take(index):
+        view = rng.integers(0, views, len(index)) if shuffle_seed is not None else np.zeros(len(index), int)
+        return [a[view, index] for a in arrays]
+
+    def gather(index):
+        out = tf.numpy_function(take, [index], dtypes)
+        for t, a in zip(out, arrays):
+            t.set_shape((None, *a.shape[2:]))
+        return (out[0] if len(out) == 1 else tuple(out)), tf.gather(y, index)
+    y = tf.constant(y)
+    ds = _shuffled(tf.data.Dataset.range(n), n, shuffle_seed, repeats).batch(batch_size)
+    # Sequential map: the view draws come from one generator, in batch order, so a seed gives the same batches.
+    return ds.map(gather).prefetch(PREFETCH_BATCHES).with_options(_options())

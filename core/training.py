@@ -8,7 +8,7 @@ import tempfile
 import time
 
 from core import pipeline
-from core.models import build_head, build_model, compile_model, unfreeze, with_dtype_policy
+from core.models import build_head, build_model, compile_model, split_at_trainable, unfreeze, with_dtype_policy
 from core.runtime import keras, tf
 
 
@@ -42,6 +42,29 @@ def fine_tune(model, unfreeze_fraction, learning_rate, train, val, epochs, patie
     Returns fit's (history, seconds, best epoch) and the number of layers unfrozen."""
     unfrozen = unfreeze(model, unfreeze_fraction, learning_rate)
     return (*fit(model, train, val, epochs, patience, callbacks, initial_epoch), unfrozen)
+
+
+def fine_tune_cached(model, unfreeze_fraction, learning_rate, train, val, views, batch_size, seed, repeats, epochs,
+                     patience, callbacks=(), initial_epoch=0):
+    """Phase 2 as fine_tune, but the frozen layers below the unfrozen top run once per image and view, not every
+    epoch. `train`, `val`: (image batches in a fixed order, their labels); each pass over the training batches
+    (augmenting afresh) gives a view. Each epoch every image passes `repeats` times through the trainable top,
+    each time in one of its `views` cached views drawn at random (core.pipeline.view_batches, shuffled by `seed`).
+    Exact for those views (BatchNorm in inference mode, no dropout below the top); the difference from
+    fine_tune is that training sees `views` augmentations of an image, not a fresh one every epoch. Returns
+    fine_tune's (history, seconds, best epoch, layers unfrozen), the seconds including the cache's, and the
+    seconds the cache took."""
+    unfrozen = unfreeze(model, unfreeze_fraction, learning_rate)
+    bottom, top = split_at_trainable(model)
+    compile_model(top, learning_rate)
+    start = time.perf_counter()
+    (train_images, train_y), (val_images, val_y) = train, val
+    train_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, train_images, len(train_y), views), train_y,
+                                        batch_size, seed, repeats)
+    val_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, val_images, len(val_y)), val_y, batch_size)
+    cache_seconds = time.perf_counter() - start
+    history, seconds, best = fit(top, train_views, val_views, epochs, patience, callbacks, initial_epoch)
+    return history, seconds + cache_seconds, best, unfrozen, cache_seconds
 
 
 def epoch_repeats(train_fraction, max_repeats):

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from core import models
+from core import hardware, models
 from core.contracts import load_images, read_dataset_info
 from core.io import atomic_dir, save_keras, save_npz, write_json
 from core.params import weights_source
@@ -50,11 +50,16 @@ def main(params, data_dir="data/cifar10", out_dir="data/features",
             info.update(weights_record(weights_file))
             save_keras(trunk, tmp / "trunk.keras")
         if two_phase:
+            # features.precision: bfloat16 where the CPU has it natively (`auto`), on a copy; the trunk saved above,
+            # which phase 2 fine-tunes and the model ships, stays float32.
+            policy = hardware.compute_policy(job.checked["features.precision"], job.plan)
+            extractor = trunk if policy == hardware.global_policy(job.plan) else models.with_dtype_policy(trunk, policy)
+            conditions["compute_dtype"] = policy
             for split in ("train", "val"):
                 with job.timed(f"extract_{split}"):
                     data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]),
                                        image_shape=image_shape)
-                    f = predict_images(trunk, data["x"], job.checked["features.batch_size"])
+                    f = predict_images(extractor, data["x"], job.checked["features.batch_size"])
                     save_npz(tmp / f"{split}.npz", x=f, y=data["y"])
                 info[f"{split}_shape"] = list(f.shape)
         write_json(tmp / "info.json", info)

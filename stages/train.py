@@ -24,7 +24,8 @@ from core.params import ParamError
 from core.pipeline import augmenter, feature_batches, image_batches
 from core.reads import params_path
 from core.stage import start
-from core.training import epoch_repeats, fine_tune, scratch_model, train_from_scratch, train_head, tune_head
+from core.training import (epoch_repeats, fine_tune, fine_tune_cached, scratch_model, train_from_scratch, train_head,
+                           tune_head)
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
@@ -80,10 +81,23 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job, re
         ft = t["fine_tune"]
         # Phase 1's best weights (the head restored by early stopping, inside `model`), for phase 2 to beat.
         phase1 = [(v, v.numpy()) for v in model.weights] if phases else None
-        h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"] = fine_tune(
-            model, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, True, repeats),
-            images(data["val"]), ft["epochs"], t["patience"],
-            [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")], initial_epoch=done)
+        # Phase 2 computes in train.fine_tune.precision (bfloat16 where the CPU has it, with `auto`) on a copy;
+        # its weights come back to `model`, float32 as ever, which ships.
+        policy = hardware.compute_policy(ft["precision"], job.plan)
+        net = model if policy == hardware.global_policy(job.plan) else models.with_dtype_policy(model, policy)
+        stop = [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")]
+        if ft["views"]:  # the frozen bottom once per image and view (core.training.fine_tune_cached)
+            h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"], metrics["fine_tune_cache_time_s"] = \
+                fine_tune_cached(net, ft["unfreeze_fraction"], ft["learning_rate"],
+                                 (images(data["train"], None, True), data["train"]["y"]),
+                                 (images(data["val"]), data["val"]["y"]), ft["views"], t["batch_size"], seed,
+                                 repeats, ft["epochs"], t["patience"], stop, initial_epoch=done)
+        else:
+            h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"] = fine_tune(
+                net, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, True, repeats),
+                images(data["val"]), ft["epochs"], t["patience"], stop, initial_epoch=done)
+        if net is not model:
+            models.copy_weights(net, model)
         phases["fine_tune"] = (h, best)
         if phase1 is not None:
             frozen_h, frozen_best = phases["frozen"]
@@ -182,6 +196,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
                        "train_repeats": repeats, **recipe_metrics, **view_metrics,
                        **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
         # Recorded for both recipes: the comparison reads whether each model's figures include the mirror pass.
+        if job.entry.two_phase and t["fine_tune"]["epochs"]:  # what phase 2 computed in (the copy it trained)
+            conditions["fine_tune_compute_dtype"] = hardware.compute_policy(t["fine_tune"]["precision"], job.plan)
         conditions.update(compute_dtype=models.backbone_policy(model), flip_tta=params["flip_tta"],
                           wall_s=job.timings())
         # The files are complete before any is renamed into place; the curves follow.

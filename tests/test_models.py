@@ -219,6 +219,84 @@ def test_cached_features_give_the_same_head_as_the_in_loop_path():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", [name for name, e in models.REGISTRY.items() if e.two_phase])
+def test_every_backbone_splits_below_its_first_trainable_layer_into_an_exact_bottom_and_top(name):
+    """split_at_trainable: the frozen bottom and the top together compute the model exactly, the top holds every
+    trainable weight (the same variables, so training it trains the model) and the bottom none. EfficientNetB0's
+    frontier is two tensors (a skip connection crosses it); with nothing unfrozen it is the backbone's output."""
+    x = tiny(4)[0]
+    for fraction in (load(ROOT / "params.yaml")["train"]["fine_tune"]["unfreeze_fraction"], 0.0):
+        keras.utils.set_random_seed(0)
+        model, _ = models.build_model(models.build_trunk(name, (32, 32, 3), 32, "none"), 10, 16, 0.0)
+        models.unfreeze(model, fraction, 1e-5)
+        bottom, top = models.split_at_trainable(model)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(top(bottom(x))), keras.ops.convert_to_numpy(model(x)),
+                                   rtol=1e-6, atol=1e-7)
+        assert [id(v) for v in top.trainable_weights] == [id(v) for v in model.trainable_weights]
+        assert not bottom.trainable_weights
+        if not fraction:
+            assert [t.shape for t in bottom.outputs] == [model.get_layer("backbone").output.shape]
+        else:  # the cheapest cut to cache: one tensor, but for EfficientNetB0's skip connection
+            assert len(bottom.outputs) == (2 if name == "efficientnetb0" else 1), bottom.outputs
+
+
+@pytest.mark.slow
+def test_cached_phase_2_with_one_plain_view_trains_as_the_in_loop_phase_2():
+    """fine_tune_cached with one view and no augmentation sees what fine_tune sees (the same images in the same
+    shuffled order, the same steps): it must end with the same weights. ResNet50V2: its random-init features
+    are not degenerate."""
+    x, y = tiny(48)
+    vx, vy = tiny(16, seed=1)
+    trained = []
+    for cached in (True, False):
+        keras.utils.set_random_seed(3)
+        model, _ = models.build_model(models.build_trunk("resnet50v2", (32, 32, 3), 32, "none"), 10, 16, 0.0)
+        before = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+        if cached:
+            h, _, best, _, cache_s = training.fine_tune_cached(
+                model, 0.25, 1e-3, (pipeline.image_batches(x, y, 8), y), (pipeline.image_batches(vx, vy, 8), vy),
+                1, 8, 5, 1, 2, 5)
+            assert cache_s > 0
+        else:
+            h, _, best, _ = training.fine_tune(model, 0.25, 1e-3, pipeline.image_batches(x, y, 8, shuffle_seed=5),
+                                               pipeline.image_batches(vx, vy, 8), 2, 5)
+        trained.append(([keras.ops.convert_to_numpy(w) for w in model.weights], h["val_loss"]))
+    (cached_w, cached_loss), (loop_w, loop_loss) = trained
+    np.testing.assert_allclose(cached_loss, loop_loss, rtol=1e-4)
+    for a, b in zip(cached_w, loop_w):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not all(np.array_equal(a, b) for a, b in zip(cached_w, before))  # training did move the model
+
+
+def test_frozen_outputs_hold_one_array_per_view_and_view_batches_pass_each_image_once_in_a_drawn_view():
+    """Each pass over an augmenting pipeline is a new view; without augmentation the views are equal. A pass of
+    view_batches holds every image once, in one of its views, and the same seed gives the same batches."""
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    scaled = keras.layers.Rescaling(1.0)(inputs)
+    bottom = keras.Model(inputs, [keras.layers.GlobalAveragePooling2D()(scaled), keras.layers.Flatten()(scaled)])
+    x, y = tiny(20)
+    flip = pipeline.augmenter(flip=True, rotation=0.0, zoom=0.0, seed=1, translate=0.125)
+    plain = pipeline.frozen_outputs(bottom, pipeline.image_batches(x, y, 8), 20, views=2)
+    augmented = pipeline.frozen_outputs(bottom, pipeline.image_batches(x, y, 8, augment=flip), 20, views=3)
+    assert [a.shape for a in augmented] == [(3, 20, 3), (3, 20, 32 * 32 * 3)]
+    np.testing.assert_array_equal(plain[1][0], x.reshape(20, -1))
+    np.testing.assert_array_equal(plain[1][0], plain[1][1])
+    assert not np.array_equal(augmented[1][0], augmented[1][1])
+
+    def passes(seed):
+        out = []
+        for (pooled, flat), labels in pipeline.view_batches(augmented, y, 6, shuffle_seed=seed, repeats=2):
+            out += [(int(label), f.tobytes()) for label, f in zip(labels.numpy(), flat.numpy())]
+        return out
+    seen = passes(7)
+    assert len(seen) == 40 and passes(7) == seen and passes(8) != seen
+    # Every row is one of its image's views, and each image comes twice (two passes).
+    views = {augmented[1][v, i].tobytes(): i for v in range(3) for i in range(20)}
+    assert sorted(views[f] for _, f in seen) == sorted(list(range(20)) * 2)
+    assert all(label == y[views[f]] for label, f in seen)
+
+
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras lists every layer of the wrong file
 def test_weights_file_is_loaded_and_a_wrong_one_is_refused(tmp_path):
     keras.utils.set_random_seed(1)

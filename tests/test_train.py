@@ -262,6 +262,33 @@ def test_fine_tune_straight_away_with_a_fresh_head(workdir):
 
 
 @pytest.mark.slow
+def test_cached_phase_2_in_bfloat16_trains_the_top_through_the_cache_and_ships_float32(workdir):
+    """train.fine_tune.views: the frozen bottom once per view, the top trained on the cache (its layers are the
+    model's, so the shipped model has the trained top and the untouched bottom); precision mixed_bfloat16 for
+    the features and phase 2: the conditions say so, and what ships computes in float32."""
+    workdir["model"] = "mobilenetv2"
+    workdir["train"]["frozen"]["epochs"] = 0  # phase 2 ships (nothing to fall back to)
+    workdir["train"]["fine_tune"].update(views=2, precision="mixed_bfloat16", learning_rate=1e-2)
+    workdir["features"]["precision"] = "mixed_bfloat16"
+    features.main(workdir)
+    train.main(workdir)
+    metrics = json.loads(open("metrics/train.json").read())
+    assert metrics["fine_tune_epochs"] == 1 and 0 < metrics["fine_tune_cache_time_s"] < metrics["fine_tune_time_s"]
+    conditions = json.loads(open("metrics/conditions/train.json").read())
+    assert conditions["fine_tune_compute_dtype"] == "mixed_bfloat16" and conditions["compute_dtype"] == "float32"
+    assert json.loads(open("metrics/conditions/features.json").read())["compute_dtype"] == "mixed_bfloat16"
+    shipped = keras.models.load_model("models/model.keras").get_layer("backbone")
+    start = keras.models.load_model("data/features/trunk.keras").get_layer("backbone")
+    assert {w.dtype for w in shipped.weights} == {"float32"}
+    assert {layer.dtype_policy.name for layer in shipped.layers if layer.weights} == {"float32"}
+    opened = next(i for i, layer in enumerate(start.layers) if layer.name == "block_13_expand")  # params' 0.25
+    moved = [not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(shipped.weights, start.weights)]
+    layer_of = {id(w): i for i, layer in enumerate(shipped.layers) for w in layer.weights}
+    assert any(m for w, m in zip(shipped.weights, moved) if layer_of[id(w)] >= opened)
+    assert not any(m for w, m in zip(shipped.weights, moved) if layer_of[id(w)] < opened)
+
+
+@pytest.mark.slow
 def test_phase_2_that_never_beats_phase_1_falls_back_to_it(workdir):
     """Fine-tuning at a rate that wrecks the backbone: its best val loss stays above the head's, so the
     shipped model is phase 1's (the backbone as the features stage left it) and train.json says so."""
