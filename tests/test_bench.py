@@ -1,4 +1,6 @@
-"""The pure part of the hand-run benchmarks: the projection."""
+"""The pure part of the hand-run benchmarks: the projection, the per-stage table."""
+from datetime import datetime
+
 import pytest
 
 from bench.projection import SPLITS, project
@@ -13,3 +15,34 @@ def test_projection_scales_rates_to_the_full_splits():
     assert p["fine_tune_s"] == pytest.approx(5 * (SPLITS["train"] / 100 + SPLITS["val"] / 250))
     assert p["evaluate_s"] == pytest.approx(SPLITS["test"] / 250)
 
+
+
+def test_stage_times_table_each_experiment_by_step_and_wall_time_between_creations(monkeypatch):
+    """bench.stage_times: the steps each stage recorded (conditions' wall_s, train.json's phase times) as
+    columns, each stage's process, their sum, and the experiment's wall time from the previous one's creation
+    (the first from the run's start); failed and queued experiments are left out."""
+    from bench import stage_times
+    files = {
+        ("a", "features"): {"wall_s": {"build": 1, "extract_train": 9, "extract_val": 1, "process": 14}},
+        ("a", "train"): {"wall_s": {"process": 100}}, ("a", "metrics/train.json"): {"frozen_time_s": 5,
+                                                                                       "fine_tune_time_s": 80},
+        ("a", "evaluate"): {"wall_s": {"sets": 3, "cifar10c": 6, "process": 12}},
+        ("a", "profile"): {"wall_s": {"latency": 2, "throughput": 1, "flops": 4, "tflite_fp32": 7, "process": 20}},
+        ("b", "train"): {"wall_s": {"process": 50}}, ("b", "metrics/train.json"): {"scratch_time_s": 40},
+    }
+
+    def read_json(path, repo, rev):
+        key = path if path == "metrics/train.json" else path.split("/")[-1].removesuffix(".json")
+        return files.get((rev, key), {})
+    monkeypatch.setattr(stage_times, "read_json", read_json)
+    records = [{"Experiment": "b", "rev": "b", "Created": "2026-12-05T10:10:00"},
+               {"Experiment": "a", "rev": "a", "Created": "2026-12-05T10:00:00"},
+               {"Experiment": "c", "rev": "c", "Created": "2026-12-05T10:20:00", "State": "Failed"},
+               {"Experiment": None, "rev": "workspace", "Created": None}]
+    start = datetime.fromisoformat("2026-12-05T09:55:00").timestamp()
+    a, b = stage_times.rows(records, ".", start)
+    assert a["model"] == "a" and a["features: extract"] == 10 and a["phase 1"] == 5 and a["phase 2 / scratch"] == 80
+    assert a["evaluate: CIFAR-10-C"] == 6 and a["profile: Keras latency + throughput"] == 3
+    assert a["profile: TFLite fp16"] is None and a["stages"] == 146 and a["experiment wall"] == 300
+    assert b["model"] == "b" and b["phase 2 / scratch"] == 40 and b["phase 1"] is None and b["experiment wall"] == 600
+    assert stage_times.markdown([a, b]).splitlines()[0].startswith("| model | features: extract | phase 1 |")
