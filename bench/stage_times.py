@@ -4,7 +4,7 @@ Every model stage writes the wall time of its steps and of its whole process (im
 in metrics/conditions/<stage>.json (core.stage.Start.timed); train.json holds each phase's time. This reads them
 from the experiments of a repo (after `make benchmark`, say) through DVC, and adds each experiment's wall time
 as DVC saw it: from the previous experiment's creation to its own (the first from `--start`, the epoch second
-the run began, so it carries the data stages), the stages' processes and what DVC did between them.
+the run began, so it carries the data stages), the stages' processes and what DVC did between them (the commit times DVC gives experiments).
 
   python -m bench.stage_times --repo /path/to/clone --start 1733390000 [--names basecnn mobilenetv2 ...]
 
@@ -12,7 +12,7 @@ Prints a markdown table (seconds) and writes bench/results/stage_times.json.
 """
 import argparse
 import json
-from datetime import datetime
+import subprocess
 
 from core.io import write_json
 
@@ -54,19 +54,25 @@ def seconds(steps, train, stage, keys):
     return round(sum(found), 1) if found else None
 
 
-def rows(records, repo, start, names=None):
+def commit_time(repo, rev):
+    """The epoch second an experiment's commit was made (`dvc exp show` gives only a clock time)."""
+    return float(subprocess.run(["git", "log", "-1", "--format=%ct", rev], cwd=repo, capture_output=True, text=True,
+                                check=True).stdout)
+
+
+def rows(records, repo, start, names=None, created=commit_time):
     """One row per experiment (oldest first): its columns, each stage's whole process, and its wall time."""
     done = sorted((r for r in records if r.get("Experiment") and r.get("State", "Success") == "Success"
-                   and (names is None or r["Experiment"] in names)), key=lambda r: r["Created"])
+                   and (names is None or r["Experiment"] in names)), key=lambda r: created(repo, r["rev"]))
     out, previous = [], start
     for record in done:
         steps, train = experiment_times(repo, record["rev"])
-        created = datetime.fromisoformat(str(record["Created"])).timestamp()
+        created_s = created(repo, record["rev"])
         row = {"model": record["Experiment"], **{c: seconds(steps, train, s, k) for c, s, k in COLUMNS},
                **{f"{s} process": steps[s].get("process") for s in STAGES}}
         row["stages"] = round(sum(steps[s].get("process", 0) for s in STAGES), 1)
-        row["experiment wall"] = round(created - previous, 1) if previous is not None else None
-        previous = created
+        row["experiment wall"] = round(created_s - previous, 1) if previous is not None else None
+        previous = created_s
         out.append(row)
     return out
 

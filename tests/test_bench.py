@@ -1,6 +1,4 @@
 """The pure part of the hand-run benchmarks: the projection, the per-stage table."""
-from datetime import datetime
-
 import pytest
 
 from bench.projection import SPLITS, project
@@ -35,12 +33,10 @@ def test_stage_times_table_each_experiment_by_step_and_wall_time_between_creatio
         key = path if path == "metrics/train.json" else path.split("/")[-1].removesuffix(".json")
         return files.get((rev, key), {})
     monkeypatch.setattr(stage_times, "read_json", read_json)
-    records = [{"Experiment": "b", "rev": "b", "Created": "2026-12-05T10:10:00"},
-               {"Experiment": "a", "rev": "a", "Created": "2026-12-05T10:00:00"},
-               {"Experiment": "c", "rev": "c", "Created": "2026-12-05T10:20:00", "State": "Failed"},
-               {"Experiment": None, "rev": "workspace", "Created": None}]
-    start = datetime.fromisoformat("2026-12-05T09:55:00").timestamp()
-    a, b = stage_times.rows(records, ".", start)
+    records = [{"Experiment": "b", "rev": "b"}, {"Experiment": "a", "rev": "a"},
+               {"Experiment": "c", "rev": "c", "State": "Failed"}, {"Experiment": None, "rev": "workspace"}]
+    commits = {"a": 1000.0, "b": 1600.0, "c": 2000.0}  # epoch seconds of the experiments' commits
+    a, b = stage_times.rows(records, ".", 700.0, created=lambda repo, rev: commits[rev])
     assert a["model"] == "a" and a["features: extract"] == 10 and a["phase 1"] == 5 and a["phase 2 / scratch"] == 80
     assert a["evaluate: CIFAR-10-C"] == 6 and a["profile: Keras latency + throughput"] == 3
     assert a["profile: TFLite fp16"] is None and a["stages"] == 146 and a["experiment wall"] == 300
