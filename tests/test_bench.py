@@ -1,4 +1,5 @@
-"""The pure part of the hand-run benchmarks: the projection, the per-stage table."""
+"""The pure part of the hand-run benchmarks: the projection, the per-stage table, a lever against the exact way."""
+import numpy as np
 import pytest
 
 from bench.projection import SPLITS, project
@@ -42,3 +43,24 @@ def test_stage_times_table_each_experiment_by_step_and_wall_time_between_creatio
     assert a["profile: TFLite fp16"] is None and a["stages"] == 146 and a["experiment wall"] == 300
     assert b["model"] == "b" and b["phase 2 / scratch"] == 40 and b["phase 1"] is None and b["experiment wall"] == 600
     assert stage_times.markdown([a, b]).splitlines()[0].startswith("| model | features: extract | phase 1 |")
+
+
+def test_levers_pair_the_two_experiments_on_the_same_images_and_refuse_different_ones():
+    """bench.levers: lever minus exact on each set both have, with the paired interval of compare.stats."""
+    from bench import levers
+    from compare.stats import paired
+    y = np.arange(200) % 10
+    exact_right, lever_right = np.arange(200) < 150, np.arange(200) < 140
+
+    def arrays(right, digest="same"):
+        pred = np.where(right, y, (y + 1) % 10).astype(np.uint8)
+        return {"y": y.astype(np.uint8), "pred": pred, "prob": np.eye(10, dtype=np.float16)[pred],
+                "images_sha256": np.array(digest)}
+    got = levers.compare_sets({"val": arrays(exact_right), "test": arrays(exact_right)}, {"val": arrays(lever_right)},
+                              ["val", "test"])
+    assert list(got) == ["val"] and got["val"]["exact"] == 0.75 and got["val"]["lever"] == 0.70
+    assert got["val"]["difference"] == pytest.approx(-0.05)
+    want = paired(lever_right[None].astype(float), exact_right[None].astype(float))
+    assert (got["val"]["ci_low"], got["val"]["ci_high"]) == (want["ci_low"], want["ci_high"])
+    with pytest.raises(SystemExit, match="different images"):
+        levers.compare_sets({"val": arrays(exact_right)}, {"val": arrays(lever_right, "other")}, ["val"])
