@@ -64,3 +64,9 @@ def test_levers_pair_the_two_experiments_on_the_same_images_and_refuse_different
     assert (got["val"]["ci_low"], got["val"]["ci_high"]) == (want["ci_low"], want["ci_high"])
     with pytest.raises(SystemExit, match="different images"):
         levers.compare_sets({"val": arrays(exact_right)}, {"val": arrays(lever_right, "other")}, ["val"])
+
+
+def test_phase2_projection_counts_the_cache_once_per_view_and_the_top_every_epoch():
+    from bench.phase2 import project
+    p = project({"in_loop_ips": 100.0, "cache_ips": 200.0, "top_ips": 500.0}, train_images=1000, epochs=5, views=2)
+    assert p == {"exact_s": pytest.approx(50.0), "cached_s": pytest.approx(2 * 5.0 + 5 * 2.0)}
