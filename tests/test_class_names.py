@@ -42,8 +42,9 @@ def written_everywhere(name, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Glyph ... missing from font": drawn as a box, not an error
         misclassified_grid(tmp_path / "grid.png", x, y, probs, classes, np.array(["imagenet", "imagenet"]))
-        example_grid(tmp_path / "examples.png", x[:1], {"fog": np.zeros((5, 1, 8, 8, 3), np.uint8)}, y[:1],
-                     {"clean": np.array([1]), "fog": np.zeros((5, 1), int)}, classes)
+        example_grid(tmp_path / "examples.png", {"fog": {"clean": x[:1], "corrupted": np.zeros((5, 1, 8, 8, 3), np.uint8),
+                                                         "y": y[:1], "clean_pred": np.array([1]),
+                                                         "pred": np.zeros((5, 1), int)}}, classes)
     assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "examples.png").stat().st_size > 0
 
 
