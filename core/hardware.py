@@ -42,13 +42,14 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
     return set()
 
 
-def compute_policy(setting, p):
-    """The Keras dtype policy training computes in: `setting` is params' train.scratch.precision, `p` a plan.
-    auto: bfloat16 compute (float32 weights) on a CPU that has it natively, the plan's policy elsewhere
+def compute_policy(setting, p, cpu_bfloat16=True):
+    """The Keras dtype policy a stage computes in: `setting` is a params precision (float32 | auto |
+    mixed_bfloat16), `p` a plan. auto: bfloat16 compute (float32 weights) on a CPU that has it natively, if the
+    model gains from it there (`cpu_bfloat16`, its registry entry's), the plan's policy elsewhere
     (mixed_float16 on GPU, float32 on other CPUs)."""
     if setting != "auto":
         return setting
-    return "mixed_bfloat16" if p["native_bfloat16"] and not p["gpus"] else global_policy(p)
+    return "mixed_bfloat16" if p["native_bfloat16"] and not p["gpus"] and cpu_bfloat16 else global_policy(p)
 
 
 def global_policy(p):

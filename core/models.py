@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from core import StageError
+from core import StageError, hardware
 from core.params import weights_source
 from core.registry import REGISTRY, entry, input_size  # noqa: F401 (re-exported: models.entry(...))
 from core.runtime import keras
@@ -235,15 +235,17 @@ def split_at_trainable(model):
     opened = min(weighted, next((i for i, layer in enumerate(layers) if layer.trainable), weighted))
     while opened and isinstance(layers[opened - 1], keras.layers.BatchNormalization):
         opened -= 1
-    cut, frontier = min(((c, _frontier(layers, c)) for c in range(opened, weighted + 1)),
-                        key=lambda cf: (sum(math.prod(t.shape[1:]) for t in cf[1]), -cf[0]))
+    # From the top down, so that of equal sizes the highest cut wins (the most layers cached).
+    frontier = min((_frontier(layers, c) for c in range(weighted, opened - 1, -1)),
+                   key=lambda f: sum(math.prod(t.shape[1:]) for t in f))
+    above = bool(frontier)  # no frontier: nothing in the backbone is trained, the cut is at its output
     frontier = frontier or [backbone.output]
     x = model.input
     for layer in model.layers[1:model.layers.index(backbone)]:  # resize and preprocessing, as the model has them
         x = layer(x)
     bottom = keras.Model(model.input, keras.Model(backbone.input, frontier)(x, training=False), name="bottom")
     inputs = [keras.Input(t.shape[1:], dtype=t.dtype) for t in frontier]
-    y = inputs[0] if cut == len(layers) else keras.Model(frontier, backbone.output)(inputs, training=False)
+    y = keras.Model(frontier, backbone.output)(inputs, training=False) if above else inputs[0]
     for layer in model.layers[model.layers.index(backbone) + 1:]:  # pooling and the head
         y = layer(y)
     return bottom, keras.Model(inputs, y, name="top")
@@ -264,6 +266,14 @@ def with_dtype_policy(model, policy):
     copy = keras.saving.deserialize_keras_object(walk(keras.saving.serialize_keras_object(model)))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def in_policy(model, setting, plan, cpu_bfloat16=True):
+    """(network, policy): `model` computing in the dtype policy `setting` gives on `plan`
+    (core.hardware.compute_policy): the model itself where that is the plan's global policy, which every model
+    is built in, else a with_dtype_policy copy, whose trained weights copy_weights carries back to `model`."""
+    policy = hardware.compute_policy(setting, plan, cpu_bfloat16)
+    return (model if policy == hardware.global_policy(plan) else with_dtype_policy(model, policy)), policy
 
 
 def copy_weights(source, target):

@@ -19,6 +19,8 @@ class Entry:
     min_size: int = MIN_IMAGE_SIZE  # smallest input side the architecture accepts (px)
     fixed_size: Optional[int] = None  # always this input side (px), whatever `image_size` says
     two_phase: bool = True         # ImageNet weights possible, trained by the two-phase recipe; False: from scratch
+    cpu_bfloat16: bool = True      # `auto` precision computes in bfloat16 on a CPU that has it natively; False where
+                                   #   that is slower than float32 (depthwise convolutions: bench/phase2.py)
 
     @property
     def recipe(self):
@@ -42,9 +44,9 @@ class Entry:
 
 REGISTRY = {
     "basecnn": Entry(None, None, fixed_size=32, two_phase=False),
-    "mobilenetv2": Entry("MobileNetV2", "mobilenet_v2"),
+    "mobilenetv2": Entry("MobileNetV2", "mobilenet_v2", cpu_bfloat16=False),
     "resnet50v2": Entry("ResNet50V2", "resnet_v2"),
-    "efficientnetb0": Entry("EfficientNetB0", "efficientnet"),
+    "efficientnetb0": Entry("EfficientNetB0", "efficientnet", cpu_bfloat16=False),
     "densenet121": Entry("DenseNet121", "densenet"),
 }
 

@@ -73,13 +73,13 @@ def write_predictions(out_dir, sets, probs, corruptions):
     split (the same row for every corruption, or each its own: corruptions.distinct)."""
     for set_name, data in sets.items():
         save_npz(out_dir / f"{set_name}.npz", **prediction_arrays(data["y"], probs[set_name], images_digest(data["x"])))
-    corrupted, c_report, c_data, c_probs, digest = corruptions
+    corrupted, c_report, c_sets, c_probs, digest = corruptions
     if c_report:
         names = list(c_probs)
-        y = np.stack([np.broadcast_to(c_data[n]["all_y"][None], c_probs[n].shape[:-1]) for n in names])
+        y = np.stack([np.broadcast_to(c_sets[n]["y"][None], c_probs[n].shape[:-1]) for n in names])
         save_npz(out_dir / "cifar10c.npz", **prediction_arrays(
             y, np.stack([c_probs[n] for n in names]), digest, corruptions=np.array(names),
-            index=np.stack([np.asarray(c_data[n]["all_index"], np.int64) for n in names])))
+            index=np.stack([np.asarray(c_sets[n]["index"], np.int64) for n in names])))
 
 
 def load_sets(data_dir, cinic_dir, classes):
@@ -123,27 +123,28 @@ def score_sets(sets, infer, classes):
 
 
 def score_corruptions(cifar10c_dir, infer, test):
-    """CIFAR-10-C through the same prediction call: (info, report or None, per corruption its labels, places in
-    the test split and kept examples, probabilities, digest of every corrupted image). `test`: the test split's
-    labels `y` and probabilities `probs` (the clean figures, on the same images)."""
+    """CIFAR-10-C through the same prediction call: (info, report or None, per corruption {`y`: labels, `index`:
+    the images' places in the test split, `examples`: the grid's (keep_examples)}, per corruption probabilities,
+    digest of every corrupted image). `test`: the test split's labels `y` and probabilities `probs` (the clean
+    figures, on the same images)."""
     corrupted = robustness.load_info(cifar10c_dir)
     if not corrupted["available"]:
         return corrupted, None, {}, {}, None
-    c_probs, c_data, digest = {}, {}, hashlib.sha256()
+    c_probs, c_sets, digest = {}, {}, hashlib.sha256()
     for c_name, data in robustness.load_sets(cifar10c_dir, corrupted):
         x = data["x"]  # (severity 1..5, N, H, W, 3): one predict call per file, not per severity
         c_probs[c_name] = infer(x.reshape(-1, *x.shape[2:])).reshape(*x.shape[:2], -1)
-        c_data[c_name] = {**robustness.keep_examples(data), "all_y": data["y"], "all_index": data["index"]}
+        c_sets[c_name] = {"y": data["y"], "index": data["index"], "examples": robustness.keep_examples(data)}
         digest.update(images_digest(x).encode())
-    used = np.unique(np.concatenate([d["all_index"] for d in c_data.values()]))  # each image once
-    report = robustness.corruption_report({n: (c_data[n]["all_y"], c_probs[n]) for n in c_probs}, test["y"][used],
+    used = np.unique(np.concatenate([d["index"] for d in c_sets.values()]))  # each image once
+    report = robustness.corruption_report({n: (c_sets[n]["y"], c_probs[n]) for n in c_probs}, test["y"][used],
                                           test["probs"][used], robustness.families(corrupted))
-    return corrupted, report, c_data, c_probs, digest.hexdigest()
+    return corrupted, report, c_sets, c_probs, digest.hexdigest()
 
 
 def write_plots(out_dir, sets, tables, probs, classes, corruptions, name):
     """The plot files, into `out_dir` (the temporary directory that replaces plots/evaluate with the metrics)."""
-    corrupted, c_report, c_data, c_probs, _ = corruptions
+    corrupted, c_report, c_sets, c_probs, _ = corruptions
     for set_name in PLOTTED & sets.keys():
         # One folder per kind of plot: dvc.yaml declares the folders, so an absent set (CINIC-10 off) is no warning.
         write_text(out_dir / "confusion" / f"{set_name}.csv", tables[set_name]["confusion"])
@@ -153,8 +154,9 @@ def write_plots(out_dir, sets, tables, probs, classes, corruptions, name):
         misclassified_grid(out_dir / "cinic10_misclassified.png", cinic["x"], cinic["y"], probs["cinic10"], classes,
                            cinic["origin"])
     if c_report:
-        robustness.write_plots(out_dir, c_report, corrupted, c_data, c_probs, sets["test"]["x"],
-                               probs["test"], classes, name)
+        examples = {n: d["examples"] for n, d in c_sets.items()}
+        robustness.write_plots(out_dir, c_report, corrupted, examples, c_probs, sets["test"]["x"], probs["test"],
+                               classes, name)
 
 
 def main(params, data_dir="data/cifar10", cinic_dir="data/cinic10", model_path="models/model.keras",

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from core import hardware, models
+from core import models
 from core.contracts import load_images, read_dataset_info
 from core.io import atomic_dir, save_keras, save_npz, write_json
 from core.params import weights_source
@@ -52,9 +52,8 @@ def main(params, data_dir="data/cifar10", out_dir="data/features",
         if two_phase:
             # features.precision: bfloat16 where the CPU has it natively (`auto`), on a copy; the trunk saved above,
             # which phase 2 fine-tunes and the model ships, stays float32.
-            policy = hardware.compute_policy(job.checked["features.precision"], job.plan)
-            extractor = trunk if policy == hardware.global_policy(job.plan) else models.with_dtype_policy(trunk, policy)
-            conditions["compute_dtype"] = policy
+            extractor, conditions["compute_dtype"] = models.in_policy(
+                trunk, job.checked["features.precision"], job.plan, job.entry.cpu_bfloat16)
             for split in ("train", "val"):
                 with job.timed(f"extract_{split}"):
                     data = load_images(f"{data_dir}/{split}.npz", len(dataset["classes"]),

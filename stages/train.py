@@ -50,18 +50,18 @@ def load_trunk(name, features_dir):
 
 
 def two_phase(trunk, params, data, n_classes, features_dir, images, log, job, repeats):
-    """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images,
-    in the machine's default precision, each epoch `repeats` passes over the training images. Phase 2 is kept only if its best validation loss beats phase 1's:
-    otherwise phase 1's weights ship (Keras' early stopping starts afresh at each fit, so it cannot fall back
-    across phases by itself). Returns (trained model, {phase: (history, best epoch)}, the phase whose
-    weights ship, metrics)."""
+    """Head on cached features (optionally tuned), then the top of the backbone fine-tuned on images in
+    train.fine_tune.precision, each epoch `repeats` passes over the training images. Phase 2 is kept only if its
+    best validation loss beats phase 1's: otherwise phase 1's weights ship (Keras' early stopping starts afresh
+    at each fit, so it cannot fall back across phases by itself). Returns (trained model, {phase: (history, best
+    epoch)}, the phase whose weights ship, metrics, conditions: what phase 2 computed in)."""
     seed = job.seed
     t, tune = params["train"], params["tune"]
     features = {"train": load_features(f"{features_dir}/train.npz", n_classes)}
     features["val"] = load_features(f"{features_dir}/val.npz", n_classes, dim=features["train"]["x"].shape[1])
     train_f = feature_batches(features["train"]["x"], features["train"]["y"], t["batch_size"], seed, repeats)
     val_f = feature_batches(features["val"]["x"], features["val"]["y"], t["batch_size"])
-    metrics, phases = {}, {}
+    metrics, phases, conditions = {}, {}, {}
 
     hp = {**t["head"], "learning_rate": t["frozen"]["learning_rate"]}
     if tune["enabled"]:
@@ -83,8 +83,8 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job, re
         phase1 = [(v, v.numpy()) for v in model.weights] if phases else None
         # Phase 2 computes in train.fine_tune.precision (bfloat16 where the CPU has it, with `auto`) on a copy;
         # its weights come back to `model`, float32 as ever, which ships.
-        policy = hardware.compute_policy(ft["precision"], job.plan)
-        net = model if policy == hardware.global_policy(job.plan) else models.with_dtype_policy(model, policy)
+        net, conditions["fine_tune_compute_dtype"] = models.in_policy(model, ft["precision"], job.plan,
+                                                                      job.entry.cpu_bfloat16)
         stop = [log, StopOnNaN("train.fine_tune.learning_rate", "fine_tune")]
         if ft["views"]:  # the frozen bottom once per image and view (core.training.fine_tune_cached)
             h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"], metrics["fine_tune_cache_time_s"] = \
@@ -106,20 +106,21 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job, re
                 for variable, value in phase1:
                     variable.assign(value)
     shipped = "frozen" if metrics.get("fine_tune_kept") is False else list(phases)[-1]
-    return model, phases, shipped, metrics
+    return model, phases, shipped, metrics, conditions
 
 
 def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job, repeats):
-    """The whole network trained in one phase on augmented images (`repeats` passes per epoch) (SGD with Nesterov momentum or AdamW, warm-up
-    + cosine to 0), its trunk computing in bfloat16 where the CPU has it natively (train.scratch.precision; the
-    head stays float32). Returns (trained model, {"scratch": (history, best epoch)}, "scratch", metrics)."""
+    """The whole network trained in one phase on augmented images (`repeats` passes per epoch) (SGD with Nesterov
+    momentum or AdamW, warm-up + cosine to 0), its trunk computing in bfloat16 where the CPU has it natively
+    (train.scratch.precision; the head stays float32). Returns (trained model, {"scratch": (history, best
+    epoch)}, "scratch", metrics, conditions: none beyond the shipped model's compute_dtype)."""
     t, s = params["train"], params["train"]["scratch"]
-    policy = hardware.compute_policy(s["precision"], job.plan)
+    policy = hardware.compute_policy(s["precision"], job.plan, job.entry.cpu_bfloat16)
     model = scratch_model(trunk, n_classes, s, policy)
     h, seconds, best = train_from_scratch(
         model, s, images(data["train"], job.seed, True, repeats), images(data["val"]), t["patience"],
         [log, StopOnNaN("train.scratch.learning_rate", "scratch")])
-    return model, {"scratch": (h, best)}, "scratch", {"scratch_time_s": seconds}
+    return model, {"scratch": (h, best)}, "scratch", {"scratch_time_s": seconds}, {}
 
 
 def deploy(model, flip_tta, val):
@@ -184,7 +185,7 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
             conditions.update(image_size=info["image_size"], weights=info["weights"],
                               **{k: info.get(k) for k in ("weights_file", "weights_sha256")})
             with job.timed("recipe"):  # the phases' own times are in metrics/train.json
-                model, phases, shipped, recipe_metrics = recipe(
+                model, phases, shipped, recipe_metrics, recipe_conditions = recipe(
                     trunk, params, data, len(classes), features_dir, images, DVCLiveCallback(live=live), job,
                     repeats)
             with job.timed("deploy"):
@@ -196,10 +197,8 @@ def main(params, data_dir="data/cifar10", features_dir="data/features", model_pa
                        "train_repeats": repeats, **recipe_metrics, **view_metrics,
                        **summary(phases, shipped, recipe_metrics, deployed, images(data["val"]))}
         # Recorded for both recipes: the comparison reads whether each model's figures include the mirror pass.
-        if job.entry.two_phase and t["fine_tune"]["epochs"]:  # what phase 2 computed in (the copy it trained)
-            conditions["fine_tune_compute_dtype"] = hardware.compute_policy(t["fine_tune"]["precision"], job.plan)
-        conditions.update(compute_dtype=models.backbone_policy(model), flip_tta=params["flip_tta"],
-                          wall_s=job.timings())
+        conditions.update(**recipe_conditions, compute_dtype=models.backbone_policy(model),
+                          flip_tta=params["flip_tta"], wall_s=job.timings())
         # The files are complete before any is renamed into place; the curves follow.
         with atomic_path(model_path) as model_tmp, atomic_path(metrics_path) as metrics_tmp, \
                 atomic_path(conditions_path) as conditions_tmp:

@@ -374,15 +374,32 @@ def test_hardware_plan(gpus, devices, strategy, mixed, threads):
     assert (p["strategy"], p["mixed_precision"], p["intra_op_threads"]) == (strategy, mixed, threads)
 
 
-@pytest.mark.parametrize("gpus, native, setting, policy", [
-    ([], True, "auto", "mixed_bfloat16"),      # AVX512-BF16 / AMX CPU
-    ([], False, "auto", "float32"),            # a CPU that would emulate bfloat16
-    (["GPU:0"], True, "auto", "mixed_float16"),  # the GPU's own mixed precision, whatever the CPU
-    ([], True, "float32", "float32"),          # asked for: taken as is
-    ([], False, "mixed_bfloat16", "mixed_bfloat16"),
+@pytest.mark.parametrize("gpus, native, setting, pays, policy", [
+    ([], True, "auto", True, "mixed_bfloat16"),      # AVX512-BF16 / AMX CPU
+    ([], False, "auto", True, "float32"),            # a CPU that would emulate bfloat16
+    ([], True, "auto", False, "float32"),            # a model bfloat16 slows on the CPU (depthwise convolutions)
+    (["GPU:0"], True, "auto", True, "mixed_float16"),  # the GPU's own mixed precision, whatever the CPU
+    (["GPU:0"], True, "auto", False, "mixed_float16"),
+    ([], True, "float32", True, "float32"),          # asked for: taken as is
+    ([], False, "mixed_bfloat16", False, "mixed_bfloat16"),
 ])
-def test_training_precision_follows_the_setting_and_the_machine(gpus, native, setting, policy):
-    assert hardware.compute_policy(setting, hardware.plan(gpus, 2, native_bfloat16=native)) == policy
+def test_compute_precision_follows_the_setting_the_machine_and_the_model(gpus, native, setting, pays, policy):
+    assert hardware.compute_policy(setting, hardware.plan(gpus, 2, native_bfloat16=native), pays) == policy
+
+
+@pytest.mark.parametrize("setting, copied", [("float32", False), ("mixed_bfloat16", True)])
+def test_in_policy_copies_only_for_another_policy_than_the_plans(setting, copied):
+    """The model itself where it already computes in the policy asked for; else a copy in that policy with the
+    same weights, which copy_weights brings back unchanged."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    net, policy = models.in_policy(model, setting, hardware.plan([], 2, native_bfloat16=True))
+    assert policy == setting and (net is not model) == copied
+    assert {layer.dtype_policy.name for layer in net.layers} == {setting}
+    before = [w.copy() for w in model.get_weights()]
+    net.set_weights([w + 1 for w in net.get_weights()])
+    models.copy_weights(net, model)
+    assert all(np.array_equal(a + 1, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
