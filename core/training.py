@@ -107,6 +107,9 @@ OPTIMIZERS = {
                                                            weight_decay=weight_decay),
     "adamw": lambda rate, weight_decay: keras.optimizers.AdamW(rate, weight_decay=weight_decay),
 }
+# Weight decay shrinks kernels only: decaying BatchNorm's scale and shift, or a bias, only fights the
+# normalisation (what a conv's scale is, BatchNorm undoes) and the head's class priors.
+NO_DECAY = ["gamma", "beta", "bias"]
 
 
 def scratch_model(trunk, n_classes, scratch, policy):
@@ -121,8 +124,9 @@ def compile_from_scratch(model, scratch, steps_per_epoch):
     rate = warmup_cosine(scratch["learning_rate"], scratch["epochs"] * steps_per_epoch, scratch["warmup_fraction"])
     loss = SmoothedSparseCrossentropy(model.output_shape[-1], scratch["label_smoothing"]) \
         if scratch["label_smoothing"] else "sparse_categorical_crossentropy"
-    model.compile(optimizer=OPTIMIZERS[scratch["optimizer"]](rate, scratch["weight_decay"]), loss=loss,
-                  metrics=["accuracy"])
+    optimizer = OPTIMIZERS[scratch["optimizer"]](rate, scratch["weight_decay"])
+    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
 def train_from_scratch(model, scratch, train, val, patience, callbacks=()):

@@ -478,6 +478,32 @@ def test_scratch_schedule_warms_up_then_reaches_zero_at_the_last_step():
     assert float(warmup_cosine(peak, steps, 0.0)(0)) == pytest.approx(peak)  # no warm-up: the peak at once
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_scratch_weight_decay_shrinks_kernels_but_not_batchnorm_or_biases(optimizer):
+    """One step with a large weight decay against the same step without: kernels end smaller by the decay,
+    BatchNorm's scale and shift and the biases end where the decay-free step puts them."""
+    from core.training import compile_from_scratch
+
+    def one_step(weight_decay):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 3), keras.layers.BatchNormalization(),
+                                  keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+        scratch = {"optimizer": optimizer, "learning_rate": 0.1, "weight_decay": weight_decay, "epochs": 1,
+                   "warmup_fraction": 0.0, "label_smoothing": 0.0}
+        compile_from_scratch(model, scratch, 2)
+        rng = np.random.default_rng(0)
+        model.train_on_batch(rng.normal(size=(8, 4, 4, 3)).astype("float32"), rng.integers(0, 3, 8))
+        return [(w.name, w.numpy()) for w in model.trainable_weights]
+
+    plain, decayed = one_step(0.0), one_step(0.5)
+    assert sorted({name for name, _ in plain}) == ["beta", "bias", "gamma", "kernel"]
+    for (name, w), (_, d) in zip(plain, decayed):
+        if name == "kernel":
+            assert np.abs(d).sum() < np.abs(w).sum()
+        else:
+            np.testing.assert_array_equal(d, w)
+
+
 def test_label_smoothing_loss_is_keras_categorical_on_one_hot_labels():
     from core.training import SmoothedSparseCrossentropy
     rng = np.random.default_rng(0)
