@@ -117,6 +117,7 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job,
     t, s = params["train"], params["train"]["scratch"]
     policy = hardware.compute_policy(s["precision"], job.plan, job.entry.cpu_bfloat16)
     model = scratch_model(trunk, n_classes, s, policy)
+    models.fit_whitening(model, data["train"]["x"])  # basecnn's fixed first layer, from the training images
     h, seconds, best = train_from_scratch(
         model, s, images(data["train"], job.seed, True, repeats), images(data["val"]), t["patience"],
         [log, StopOnNaN("train.scratch.learning_rate", "scratch")])

@@ -70,3 +70,14 @@ def test_phase2_projection_counts_the_cache_once_per_view_and_the_top_every_epoc
     from bench.phase2 import project
     p = project({"in_loop_ips": 100.0, "cache_ips": 200.0, "top_ips": 500.0}, train_images=1000, epochs=5, views=2)
     assert p == {"exact_s": pytest.approx(50.0), "cached_s": pytest.approx(2 * 5.0 + 5 * 2.0)}
+
+
+def test_scratch_recipes_parse_as_yaml_overrides_with_the_bench_knobs():
+    """bench.scratch: NAME:key=value,... with values read as YAML (DVC's reading), widths as a/b/c."""
+    from bench.scratch import parse_recipe
+    assert parse_recipe("now") == ("now", {})
+    name, overrides = parse_recipe("before:net=resnet9,decay_all=true,learning_rate=3e-3,widths=24/48/96/192")
+    assert name == "before" and overrides == {"net": "resnet9", "decay_all": True, "learning_rate": 0.003,
+                                              "widths": [24, 48, 96, 192]}
+    with pytest.raises(SystemExit, match="not key=value"):
+        parse_recipe("x:epochs")

@@ -140,6 +140,39 @@ def test_trunk_takes_raw_images_and_resizes_only_when_needed():
     assert trunk.get_layer("resize").output.shape[1:3] == (32, 32)
 
 
+def test_basecnn_whitening_layer_whitens_the_patches_of_the_images_it_was_fit_on():
+    """fit_whitening: the first layer's 24 outputs on those images' 2x2 patches have mean 0 and, half of them,
+    a diagonal covariance near the identity (the other half are their negatives); the layer stays out of training; the same
+    images give the same weights, and a model without the layer is left alone."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    # correlated channels and neighbours, as in real images
+    base = rng.integers(0, 200, (64, 8, 8, 1))
+    x = np.clip(np.repeat(np.repeat(base, 4, axis=1), 4, axis=2) + rng.integers(0, 50, (64, 32, 32, 3)), 0, 255)
+    x = x.astype(np.uint8)
+    model, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
+    models.fit_whitening(model, x)
+    whiten = model.get_layer("backbone").get_layer("whiten")
+    assert not whiten.trainable and not whiten.trainable_weights
+    probe = keras.Model(model.get_layer("backbone").input, whiten.output)
+    out = probe.predict(x.astype("float32") / 255, verbose=0).reshape(-1, 24).astype(np.float64)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-3)
+    cov = np.cov(out[:, :12], rowvar=False)  # each direction at variance λ / (λ + eps): near 1 but the faintest
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=0.02)
+    assert np.all((np.diag(cov) > 0.8) & (np.diag(cov) < 1.02))  # the faintest here: pixel noise, λ ≈ 6 eps
+    np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-4)
+    again, _ = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)
+    models.fit_whitening(again, x.copy())
+    assert all(np.array_equal(a, b) for a, b in zip(whiten.get_weights(),
+                                                    again.get_layer("backbone").get_layer("whiten").get_weights()))
+    inputs = keras.Input((32, 32, 3))
+    other = keras.Sequential([inputs, keras.layers.Conv2D(2, 3, name="conv")], name="backbone")
+    other = keras.Model(inputs, other(inputs))
+    before = other.get_weights()
+    models.fit_whitening(other, x)
+    assert all(np.array_equal(a, b) for a, b in zip(before, other.get_weights()))
+
+
 def unfrozen(name, fraction, rate):
     """`name`'s model at 32 px from random weights, head only trainable, then through models.unfreeze: the top
     `fraction` of the backbone's layers opened, BatchNorm and the layers below kept frozen, recompiled at `rate`.

@@ -59,6 +59,16 @@ NOT_RUN = {
     '-S cinic10.urls=none -S weights=none"': "as make benchmark, on the full CIFAR-10 (hours)",
     "python -m bench.stage_times --repo <clone> --start 1796462202 --out bench/results/stage_times_before.json": BENCH,
     "python -m bench.phase2 --size 96 --images 1024 --repeats 3": BENCH,
+    "dvc exp run -n densenet121-exact <air-gapped overrides> -S model=densenet121 -S train.fine_tune.epochs=2":
+        "a levers check on the full CIFAR-10 (an hour); tests/test_train.py runs the levers' route on tiny data",
+    "dvc exp run -n densenet121-lever <the same> -S train.fine_tune.views=2 -S train.fine_tune.precision=auto "
+    "-S features.precision=auto": "as the exact run above",
+    "python -m bench.levers --exact densenet121-exact --lever densenet121-lever": BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --recipe "new:net=whitened,optimizer=sgd,learning_rate=0.2,'
+    'weight_decay=0.005,label_smoothing=0.2" --recipe "today:decay_all=true"': BENCH,
+    "python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --repeats 3 --recipe now:epochs=4 --recipe "
+    "before:net=resnet9,decay_all=true,optimizer=adamw,learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1,"
+    "epochs=4": BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
     "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
     "python -m bench.stages --repeats 3": BENCH,

@@ -59,7 +59,9 @@ SEARCH = {"tune.enabled": True, "tune.trials": 3, "tune.epochs": 1, "tune.units"
 # Runs shared by the tests of this module, each trained at most once, when a test first asks for it: {route:
 # (model, changes to the one-epoch params)}. The params are conftest's `params` (From-scratch precision float32).
 ROUTES = {
-    "basecnn": ("basecnn", {}),  # flip_tta as params.yaml has it (off)
+    # flip_tta as params.yaml has it (off). A gentler peak rate than SGD's 0.2, which on 3 steps without warm-up
+    # (40 images) drives every output to one class, where a mirrored image's prediction is trivially the same.
+    "basecnn": ("basecnn", {"train.scratch.learning_rate": 0.02}),
     "basecnn-bfloat16": ("basecnn", {"train.scratch.precision": "mixed_bfloat16", "flip_tta": True}),
     "basecnn-auto": ("basecnn", {"train.scratch.precision": "auto"}),
     "mobilenetv2": ("mobilenetv2", {}),  # both phases
@@ -212,7 +214,7 @@ def test_the_saved_model_loads_without_a_warning_and_evaluates(trained):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRETRAINED)
-def test_saved_model_pools_exactly_the_cached_features(trained, shipped, standin_dir, name):
+def test_saved_model_pools_exactly_the_cached_features(trained, shipped, standin_dir, name, machine_plan):
     """The default route, `weights: imagenet` at 96 px (images resized inside the model), through Keras'
     own loader on stand-in files: with phase 2 off, the shipped model's pooled output on the val images
     is the cached feature file, so phase 1's head was trained on the network users get. The conditions name
@@ -233,7 +235,13 @@ def test_saved_model_pools_exactly_the_cached_features(trained, shipped, standin
     pooled = outputs["pool"]
     cached = load_npz("data/features/val.npz")["x"]
     assert np.isfinite(cached).all() and np.abs(cached).max() > 0
-    assert np.abs(pooled - cached).max() <= 1e-3 * np.abs(cached).max()
+    # The same network; computed in bfloat16 where `features.precision: auto` chose it for this backbone on this
+    # CPU (conditions say so), within bfloat16's rounding (8 bits of mantissa), else to float32's.
+    extracted_in = json.loads(open("metrics/conditions/features.json").read())["compute_dtype"]
+    assert extracted_in == hardware.compute_policy(params["features"]["precision"], machine_plan,
+                                                   REGISTRY[name].cpu_bfloat16)
+    tolerance = 3e-2 if extracted_in == "mixed_bfloat16" else 1e-3
+    assert np.abs(pooled - cached).max() <= tolerance * np.abs(cached).max()
 
 
 @pytest.mark.slow
