@@ -455,7 +455,9 @@ def test_a_failed_run_keeps_the_previous_model_metrics_and_curves_together(share
     model) leaves model, metrics and curves of the previous run, one consistent set. The previous run is
     shared_run's, copied here."""
     previous, params = shared_run("basecnn")
-    assert same_run(workdir, params)  # params.yaml's model: basecnn
+    for key, value in ROUTES["basecnn"][1].items():
+        set_key(workdir, key, value)
+    assert same_run(workdir, params)  # params.yaml's model: basecnn, with the route's changes
     for part in ("data", "models", "metrics", "plots"):
         shutil.copytree(previous / part, part, dirs_exist_ok=True)
     files = ["models/model.keras", "metrics/train.json", *map(str, Path("plots/train").rglob("*.tsv"))]
