@@ -4,6 +4,8 @@ Two-phase transfer (Keras guide): `train_head` on the frozen trunk's cached
 outputs, then `fine_tune` with the top of the backbone unfrozen. From scratch:
 `train_from_scratch`. Each returns fit's (history, seconds, best epoch).
 """
+import contextlib
+import os
 import tempfile
 import time
 
@@ -45,7 +47,7 @@ def fine_tune(model, unfreeze_fraction, learning_rate, train, val, epochs, patie
 
 
 def fine_tune_cached(model, unfreeze_fraction, learning_rate, train, val, views, batch_size, seed, repeats, epochs,
-                     patience, callbacks=(), initial_epoch=0):
+                     patience, callbacks=(), initial_epoch=0, cache_dir=None):
     """Phase 2 as fine_tune, but the frozen layers below the unfrozen top run once per image and view, not every
     epoch. `train`, `val`: (image batches in a fixed order, their labels); each pass over the training batches
     (augmenting afresh) gives a view. Each epoch every image passes `repeats` times through the trainable top,
@@ -53,17 +55,28 @@ def fine_tune_cached(model, unfreeze_fraction, learning_rate, train, val, views,
     Exact for those views (BatchNorm in inference mode, no dropout below the top); the difference from
     fine_tune is that training sees `views` augmentations of an image, not a fresh one every epoch. Returns
     fine_tune's (history, seconds, best epoch, layers unfrozen), the seconds including the cache's, and the
-    seconds the cache took."""
+    seconds the cache took. `cache_dir`: the cache is held in files in a temporary folder there, deleted at the end
+    (pipeline.frozen_outputs); None: in memory."""
     unfrozen = unfreeze(model, unfreeze_fraction, learning_rate)
     bottom, top = split_at_trainable(model)
     compile_model(top, learning_rate)
-    start = time.perf_counter()
-    (train_images, train_y), (val_images, val_y) = train, val
-    train_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, train_images, len(train_y), views), train_y,
-                                        batch_size, seed, repeats)
-    val_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, val_images, len(val_y)), val_y, batch_size)
-    cache_seconds = time.perf_counter() - start
-    history, seconds, best = fit(top, train_views, val_views, epochs, patience, callbacks, initial_epoch)
+    with contextlib.ExitStack() as stack:
+        tmp = None if cache_dir is None else stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=".views-", dir=cache_dir))
+
+        def folder(split):
+            if tmp is not None:
+                os.mkdir(os.path.join(tmp, split))
+                return os.path.join(tmp, split)
+        start = time.perf_counter()
+        (train_images, train_y), (val_images, val_y) = train, val
+        train_views = pipeline.view_batches(
+            pipeline.frozen_outputs(bottom, train_images, len(train_y), views, folder("train")), train_y, batch_size,
+            seed, repeats)
+        val_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, val_images, len(val_y), 1, folder("val")),
+                                          val_y, batch_size)
+        cache_seconds = time.perf_counter() - start
+        history, seconds, best = fit(top, train_views, val_views, epochs, patience, callbacks, initial_epoch)
     return history, seconds + cache_seconds, best, unfrozen, cache_seconds
 
 

@@ -14,6 +14,8 @@ Reads data/params/train.json (stage resolve_params): the shared training params 
 recipe only, so basecnn does not rerun for a head param, nor a backbone for a from-scratch one. The image
 side and weights are the trunk's, read from data/features/info.json.
 """
+import os
+
 # The project's modules first: they import TensorFlow through core.runtime, which keeps its start-up
 # output quiet; dvclive.keras would import it first, and loudly.
 from core import StageError, hardware, models
@@ -91,7 +93,8 @@ def two_phase(trunk, params, data, n_classes, features_dir, images, log, job, re
                 fine_tune_cached(net, ft["unfreeze_fraction"], ft["learning_rate"],
                                  (images(data["train"], None, True), data["train"]["y"]),
                                  (images(data["val"]), data["val"]["y"]), ft["views"], t["batch_size"], seed,
-                                 repeats, ft["epochs"], t["patience"], stop, initial_epoch=done)
+                                 repeats, ft["epochs"], t["patience"], stop, initial_epoch=done,
+                                 cache_dir=os.path.dirname(features_dir) or ".")  # on disk, beside the data
         else:
             h, metrics["fine_tune_time_s"], best, metrics["unfrozen_layers"] = fine_tune(
                 net, ft["unfreeze_fraction"], ft["learning_rate"], images(data["train"], seed, True, repeats),

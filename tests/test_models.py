@@ -275,10 +275,10 @@ def test_every_backbone_splits_below_its_first_trainable_layer_into_an_exact_bot
 
 
 @pytest.mark.slow
-def test_cached_phase_2_with_one_plain_view_trains_as_the_in_loop_phase_2():
+def test_cached_phase_2_with_one_plain_view_trains_as_the_in_loop_phase_2(tmp_path):
     """fine_tune_cached with one view and no augmentation sees what fine_tune sees (the same images in the same
     shuffled order, the same steps): it must end with the same weights. ResNet50V2: its random-init features
-    are not degenerate."""
+    are not degenerate. The cache is on disk, as the stage holds it, and its files are gone afterwards."""
     x, y = tiny(48)
     vx, vy = tiny(16, seed=1)
     trained = []
@@ -289,8 +289,8 @@ def test_cached_phase_2_with_one_plain_view_trains_as_the_in_loop_phase_2():
         if cached:
             h, _, best, _, cache_s = training.fine_tune_cached(
                 model, 0.25, 1e-3, (pipeline.image_batches(x, y, 8), y), (pipeline.image_batches(vx, vy, 8), vy),
-                1, 8, 5, 1, 2, 5)
-            assert cache_s > 0
+                1, 8, 5, 1, 2, 5, cache_dir=tmp_path)
+            assert cache_s > 0 and not list(tmp_path.iterdir())
         else:
             h, _, best, _ = training.fine_tune(model, 0.25, 1e-3, pipeline.image_batches(x, y, 8, shuffle_seed=5),
                                                pipeline.image_batches(vx, vy, 8), 2, 5)
@@ -302,20 +302,28 @@ def test_cached_phase_2_with_one_plain_view_trains_as_the_in_loop_phase_2():
     assert not all(np.array_equal(a, b) for a, b in zip(cached_w, before))  # training did move the model
 
 
-def test_frozen_outputs_hold_one_array_per_view_and_view_batches_pass_each_image_once_in_a_drawn_view():
-    """Each pass over an augmenting pipeline is a new view; without augmentation the views are equal. A pass of
-    view_batches holds every image once, in one of its views, and the same seed gives the same batches."""
+def test_frozen_outputs_hold_one_array_per_view_and_view_batches_pass_each_image_once_in_a_drawn_view(tmp_path):
+    """Each pass over an augmenting pipeline is a new view; without augmentation the views are equal; held in
+    files, the same arrays. A pass of view_batches holds every image once, in one of its views, and the same seed
+    gives the same batches."""
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     scaled = keras.layers.Rescaling(1.0)(inputs)
     bottom = keras.Model(inputs, [keras.layers.GlobalAveragePooling2D()(scaled), keras.layers.Flatten()(scaled)])
     x, y = tiny(20)
-    flip = pipeline.augmenter(flip=True, rotation=0.0, zoom=0.0, seed=1, translate=0.125)
+    def flip():
+        return pipeline.augmenter(flip=True, rotation=0.0, zoom=0.0, seed=1, translate=0.125)
     plain = pipeline.frozen_outputs(bottom, pipeline.image_batches(x, y, 8), 20, views=2)
-    augmented = pipeline.frozen_outputs(bottom, pipeline.image_batches(x, y, 8, augment=flip), 20, views=3)
+    augmented = pipeline.frozen_outputs(bottom, pipeline.image_batches(x, y, 8, augment=flip()), 20, views=3)
     assert [a.shape for a in augmented] == [(3, 20, 3), (3, 20, 32 * 32 * 3)]
     np.testing.assert_array_equal(plain[1][0], x.reshape(20, -1))
     np.testing.assert_array_equal(plain[1][0], plain[1][1])
     assert not np.array_equal(augmented[1][0], augmented[1][1])
+
+    on_disk = pipeline.frozen_outputs(bottom, pipeline.image_batches(x, y, 8, augment=flip()), 20, 3, tmp_path)
+    assert [type(a) for a in on_disk] == [np.memmap] * 2 and len(list(tmp_path.iterdir())) == 2
+    for a, b in zip(on_disk, augmented):  # a fresh augmenter with the same seed draws the same views
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
 
     def passes(seed):
         out = []

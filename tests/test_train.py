@@ -259,13 +259,16 @@ def test_efficientnet_gets_its_imagenet_architecture_from_a_weights_file(imagene
 
 
 @pytest.mark.slow
-def test_fine_tune_straight_away_with_a_fresh_head(workdir):
+def test_fine_tune_straight_away_with_a_fresh_head_and_the_whole_backbone_in_the_loop(workdir):
+    """Phase 2 alone, the exact way (views 0: every epoch runs the whole backbone on fresh augmentations)."""
     workdir["model"] = "mobilenetv2"
     workdir["train"]["frozen"]["epochs"] = 0
+    workdir["train"]["fine_tune"]["views"] = 0
     features.main(workdir)
     train.main(workdir)
     metrics = json.loads(open("metrics/train.json").read())
     assert "frozen_epochs" not in metrics and metrics["fine_tune_epochs"] == 1 and metrics["unfrozen_layers"] > 0
+    assert "fine_tune_cache_time_s" not in metrics
     assert len(open("plots/train/plots/metrics/eval/accuracy.tsv").read().strip().splitlines()) == 2
 
 
@@ -282,6 +285,7 @@ def test_cached_phase_2_in_bfloat16_trains_the_top_through_the_cache_and_ships_f
     train.main(workdir)
     metrics = json.loads(open("metrics/train.json").read())
     assert metrics["fine_tune_epochs"] == 1 and 0 < metrics["fine_tune_cache_time_s"] < metrics["fine_tune_time_s"]
+    assert not list(Path("data").glob(".views-*"))  # the cache's files went with phase 2
     conditions = json.loads(open("metrics/conditions/train.json").read())
     assert conditions["fine_tune_compute_dtype"] == "mixed_bfloat16" and conditions["compute_dtype"] == "float32"
     assert json.loads(open("metrics/conditions/features.json").read())["compute_dtype"] == "mixed_bfloat16"
