@@ -1,6 +1,6 @@
 """Benchmark: is a training run bit-identical here, and how far do settings move it?
 
-Trains BaseCNN as the train stage does (core.training.train_from_scratch,
+Trains BaseCNN as the train stage does (core.training.scratch_network and train_from_scratch,
 seeded augmentation, op determinism) on the first `--images` training images
 and prints one JSON line: sha256 of the final weights, the threads and oneDNN
 settings in force, and, with `--against`, the relative L2 distance from the
@@ -22,7 +22,8 @@ from core import hardware, models
 from core.io import load_npz
 from core.params import load as load_params
 from core.pipeline import augmenter, image_batches
-from core.training import scratch_model, train_from_scratch
+from core.registry import REGISTRY
+from core.training import scratch_network, train_from_scratch
 
 
 def main():
@@ -39,8 +40,8 @@ def main():
     x, y = train["x"][:args.images], train["y"][:args.images]
     augment = augmenter(seed=seed, **t["augment"])
     s = {**t["scratch"], "epochs": args.epochs}
-    policy = hardware.compute_policy(s["precision"], plan)
-    model = scratch_model(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, s, policy)
+    model, _ = scratch_network(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, s, plan,
+                               REGISTRY["basecnn"].cpu_bfloat16, x)
     train_from_scratch(model, s, image_batches(x, y, t["batch_size"], seed, augment),
                        image_batches(val["x"][:1000], val["y"][:1000], t["batch_size"]), args.epochs)
     weights = model.get_weights()

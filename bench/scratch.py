@@ -4,7 +4,7 @@ Each --recipe is NAME[:key=value,...], overrides of params' train.scratch (value
 knobs: `widths=32/128/128` (basecnn's widths), `net=resnet9` (the residual network basecnn had before the
 whitened one) and `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
 did before it excluded them). Each recipe trains as the train stage trains
-basecnn (core.training.scratch_model and train_from_scratch, the stage's augmentation and batches, its
+basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
 precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
 and is scored on val and test as the stage ships it (core.models.for_deployment), single view and with flip
 TTA. After the data stage (data/cifar10):
@@ -85,9 +85,7 @@ def train_one(overrides, params, data, plan):
         trunk = models.build_trunk("basecnn", data["train"]["x"].shape[1:], 32, "none")
     finally:
         models.base_cnn = base_cnn
-    policy = hardware.compute_policy(s["precision"], plan, REGISTRY["basecnn"].cpu_bfloat16)
-    model = training.scratch_model(trunk, 10, s, policy)
-    models.fit_whitening(model, data["train"]["x"])  # as the train stage does (a no-op for resnet9)
+    model, _ = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
     augment = augmenter(seed=params["seed"], **t["augment"])
     batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], t["batch_size"], seed, aug)  # noqa: E731
     no_decay = training.NO_DECAY

@@ -10,7 +10,8 @@ import tempfile
 import time
 
 from core import pipeline
-from core.models import build_head, build_model, compile_model, split_at_trainable, unfreeze, with_dtype_policy
+from core.models import (build_head, build_model, compile_model, fit_whitening, in_policy, split_at_trainable,
+                         unfreeze)
 from core.runtime import keras, tf
 
 
@@ -91,7 +92,8 @@ def epoch_repeats(train_fraction, max_repeats):
 def warmup_cosine(peak, steps, warmup_fraction):
     """Linear warm-up to `peak` over a share of the steps, then a cosine to 0 at the last step.
     (CosineDecay counts its decay steps after the warm-up: they are the steps left.)"""
-    warmup = int(steps * warmup_fraction)
+    # At least one warm-up step whenever there is a warm-up: a short run must not start at the peak.
+    warmup = max(int(steps * warmup_fraction), 1 if warmup_fraction > 0 else 0)
     return keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_target=peak,
                                                   warmup_steps=warmup)
 
@@ -125,10 +127,15 @@ OPTIMIZERS = {
 NO_DECAY = ["gamma", "beta", "bias"]
 
 
-def scratch_model(trunk, n_classes, scratch, policy):
-    """The from-scratch recipe's network: `trunk` computing in dtype policy `policy` (core.hardware.compute_policy)
-    under a new float32 head of `scratch["units"]` with `scratch["dropout"]` (params' train.scratch)."""
-    return build_model(with_dtype_policy(trunk, policy), n_classes, scratch["units"], scratch["dropout"])[0]
+def scratch_network(trunk, n_classes, scratch, plan, cpu_bfloat16, train_images):
+    """The from-scratch recipe's network, untrained: `trunk` computing in `scratch["precision"]` (params'
+    train.scratch; a copy only if that is not the plan's global policy, core.models.in_policy) under a new float32
+    head of `scratch["units"]` with `scratch["dropout"]`, its fixed first layer (basecnn's whitening) set from
+    `train_images`. Returns (network, its dtype policy)."""
+    net, policy = in_policy(trunk, scratch["precision"], plan, cpu_bfloat16)
+    model = build_model(net, n_classes, scratch["units"], scratch["dropout"])[0]
+    fit_whitening(model, train_images)
+    return model, policy
 
 
 def compile_from_scratch(model, scratch, steps_per_epoch):

@@ -26,7 +26,7 @@ from core.params import ParamError
 from core.pipeline import augmenter, feature_batches, image_batches
 from core.reads import params_path
 from core.stage import start
-from core.training import (epoch_repeats, fine_tune, fine_tune_cached, scratch_model, train_from_scratch, train_head,
+from core.training import (epoch_repeats, fine_tune, fine_tune_cached, scratch_network, train_from_scratch, train_head,
                            tune_head)
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
@@ -118,9 +118,7 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job,
     (train.scratch.precision; the head stays float32). Returns (trained model, {"scratch": (history, best
     epoch)}, "scratch", metrics, conditions: none beyond the shipped model's compute_dtype)."""
     t, s = params["train"], params["train"]["scratch"]
-    policy = hardware.compute_policy(s["precision"], job.plan, job.entry.cpu_bfloat16)
-    model = scratch_model(trunk, n_classes, s, policy)
-    models.fit_whitening(model, data["train"]["x"])  # basecnn's fixed first layer, from the training images
+    model, _ = scratch_network(trunk, n_classes, s, job.plan, job.entry.cpu_bfloat16, data["train"]["x"])
     h, seconds, best = train_from_scratch(
         model, s, images(data["train"], job.seed, True, repeats), images(data["val"]), t["patience"],
         [log, StopOnNaN("train.scratch.learning_rate", "scratch")])

@@ -59,8 +59,8 @@ SEARCH = {"tune.enabled": True, "tune.trials": 3, "tune.epochs": 1, "tune.units"
 # Runs shared by the tests of this module, each trained at most once, when a test first asks for it: {route:
 # (model, changes to the one-epoch params)}. The params are conftest's `params` (From-scratch precision float32).
 ROUTES = {
-    # flip_tta as params.yaml has it (off). A gentler peak rate than SGD's 0.2, which on 3 steps without warm-up
-    # (40 images) drives every output to one class, where a mirrored image's prediction is trivially the same.
+    # flip_tta as params.yaml has it (off). A gentler peak rate than SGD's 0.2, which on 3 steps (40 images) drives
+    # every output to one class, warm-up step or not, where a mirrored image's prediction is trivially the same.
     "basecnn": ("basecnn", {"train.scratch.learning_rate": 0.02}),
     "basecnn-bfloat16": ("basecnn", {"train.scratch.precision": "mixed_bfloat16", "flip_tta": True}),
     "basecnn-auto": ("basecnn", {"train.scratch.precision": "auto"}),
@@ -490,6 +490,9 @@ def test_scratch_schedule_warms_up_then_reaches_zero_at_the_last_step():
     assert rate[3] == pytest.approx(peak / 2, rel=1e-3)  # halfway down the cosine
     assert rate[4] < peak * 1e-4 and rate[5] == pytest.approx(0, abs=1e-12)
     assert float(warmup_cosine(peak, steps, 0.0)(0)) == pytest.approx(peak)  # no warm-up: the peak at once
+    # A run too short for a whole warm-up step still warms up for one: with a warm-up it never starts at the peak.
+    short = warmup_cosine(peak, 3, 0.2)
+    assert [float(short(s)) for s in (0, 1)] == [0, pytest.approx(peak)]
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
