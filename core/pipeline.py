@@ -1,5 +1,6 @@
 """tf.data input pipelines: raw uint8 images (augmented for training) and cached features, in batches."""
 import os
+import tempfile
 
 import numpy as np
 from tqdm import tqdm
@@ -83,13 +84,16 @@ def frozen_outputs(bottom, batches, n, views=1, directory=None):
     order; an augmenting pipeline draws afresh on each pass): one array (views, n, ...) per output, in the dtype
     bottom computes in (bfloat16 under mixed_bfloat16, so the cache is what the top would receive). With a
     `directory`, each array is a file there mapped into memory (np.memmap): the cache can outgrow RAM (ResNet50V2
-    at 96 px: 6.6 GB per view in float32), the operating system keeps in RAM what fits."""
-    def array(i, t):
+    at 96 px: 6.6 GB per view in float32), the operating system keeps in RAM what fits; the files stay there, for
+    the folder's owner to delete."""
+    def array(t):
         shape, dtype = (views, n, *t.shape[1:]), tf.as_dtype(t.dtype).as_numpy_dtype
         if directory is None:
             return np.empty(shape, dtype)
-        return np.memmap(os.path.join(directory, f"output{i}.bin"), dtype, "w+", shape=shape)
-    arrays = [array(i, t) for i, t in enumerate(bottom.outputs)]
+        handle, path = tempfile.mkstemp(suffix=".bin", dir=directory)  # a new name: calls can share a folder
+        os.close(handle)
+        return np.memmap(path, dtype, "w+", shape=shape)
+    arrays = [array(t) for t in bottom.outputs]
     call = tf.function(lambda x: bottom(x, training=False))
     with tqdm(total=views * n, desc="frozen layers, once per view", unit="img") as bar:
         for v in range(views):

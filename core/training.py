@@ -5,7 +5,6 @@ outputs, then `fine_tune` with the top of the backbone unfrozen. From scratch:
 `train_from_scratch`. Each returns fit's (history, seconds, best epoch).
 """
 import contextlib
-import os
 import tempfile
 import time
 
@@ -61,21 +60,14 @@ def fine_tune_cached(model, unfreeze_fraction, learning_rate, train, val, views,
     unfrozen = unfreeze(model, unfreeze_fraction, learning_rate)
     bottom, top = split_at_trainable(model)
     compile_model(top, learning_rate)
-    with contextlib.ExitStack() as stack:
-        tmp = None if cache_dir is None else stack.enter_context(
-            tempfile.TemporaryDirectory(prefix=".views-", dir=cache_dir))
-
-        def folder(split):
-            if tmp is not None:
-                os.mkdir(os.path.join(tmp, split))
-                return os.path.join(tmp, split)
+    with (contextlib.nullcontext() if cache_dir is None
+          else tempfile.TemporaryDirectory(prefix=".views-", dir=cache_dir)) as folder:
         start = time.perf_counter()
         (train_images, train_y), (val_images, val_y) = train, val
-        train_views = pipeline.view_batches(
-            pipeline.frozen_outputs(bottom, train_images, len(train_y), views, folder("train")), train_y, batch_size,
-            seed, repeats)
-        val_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, val_images, len(val_y), 1, folder("val")),
-                                          val_y, batch_size)
+        train_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, train_images, len(train_y), views, folder),
+                                            train_y, batch_size, seed, repeats)
+        val_views = pipeline.view_batches(pipeline.frozen_outputs(bottom, val_images, len(val_y), 1, folder), val_y,
+                                          batch_size)
         cache_seconds = time.perf_counter() - start
         history, seconds, best = fit(top, train_views, val_views, epochs, patience, callbacks, initial_epoch)
     return history, seconds + cache_seconds, best, unfrozen, cache_seconds
