@@ -3,7 +3,8 @@ DVC's cache at the experiment's commit, and what the statistics need of them: on
 
 A model's score on an image is its correctness (1 or 0), averaged over the model's training seeds when it has
 several (the accuracy of one run with a random seed, in expectation, image by image), and for CIFAR-10-C over
-the image's 75 corrupted versions (they are one image, not 75 independent draws).
+the image's corrupted versions (5 severities of its corruption with `corruptions.distinct`, 75 otherwise: one
+image, not independent draws).
 """
 import io
 

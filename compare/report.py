@@ -66,7 +66,7 @@ MCE_NOTE = ("CIFAR-10-C: the 15 corruptions x 5 severities of Hendrycks & Diette
 
 
 STATS_NOTE = ("Intervals are 95 %. An accuracy's is Wilson's for one run judged right or wrong per image; over "
-              "several training seeds, and for CIFAR-10-C (each image's share of its 75 corrupted versions right), a "
+              "several training seeds, and for CIFAR-10-C (each image's share of its corrupted versions right), a "
               "percentile bootstrap over the images and the seeds. A difference's is a paired bootstrap (the same "
               "images resampled for both models, 2,000 times, seeded), with the exact McNemar test on the images "
               "only one model gets right, for one run each (n/a otherwise: it tests two fixed classifiers). "
