@@ -22,6 +22,7 @@ COLUMNS = (
     ("features: extract", "features", ("extract_train", "extract_val")),
     ("phase 1", "train", "frozen_time_s"),
     ("phase 2 / scratch", "train", ("fine_tune_time_s", "scratch_time_s")),
+    ("phase 2: of which the view cache", "train", "fine_tune_cache_time_s"),
     ("evaluate: val, test", "evaluate", "sets"),
     ("evaluate: CIFAR-10-C", "evaluate", "cifar10c"),
     ("profile: Keras latency + throughput", "profile", ("latency", "throughput")),

@@ -24,7 +24,8 @@ def test_stage_times_table_each_experiment_by_step_and_wall_time_between_creatio
     files = {
         ("a", "features"): {"wall_s": {"build": 1, "extract_train": 9, "extract_val": 1, "process": 14}},
         ("a", "train"): {"wall_s": {"process": 100}}, ("a", "metrics/train.json"): {"frozen_time_s": 5,
-                                                                                       "fine_tune_time_s": 80},
+                                                                                       "fine_tune_time_s": 80,
+                                                                                       "fine_tune_cache_time_s": 30},
         ("a", "evaluate"): {"wall_s": {"sets": 3, "cifar10c": 6, "process": 12}},
         ("a", "profile"): {"wall_s": {"latency": 2, "throughput": 1, "flops": 4, "tflite_fp32": 7, "process": 20}},
         ("b", "train"): {"wall_s": {"process": 50}}, ("b", "metrics/train.json"): {"scratch_time_s": 40},
@@ -39,6 +40,7 @@ def test_stage_times_table_each_experiment_by_step_and_wall_time_between_creatio
     commits = {"a": 1000.0, "b": 1600.0, "c": 2000.0}  # epoch seconds of the experiments' commits
     a, b = stage_times.rows(records, ".", 700.0, created=lambda repo, rev: commits[rev])
     assert a["model"] == "a" and a["features: extract"] == 10 and a["phase 1"] == 5 and a["phase 2 / scratch"] == 80
+    assert a["phase 2: of which the view cache"] == 30 and b["phase 2: of which the view cache"] is None
     assert a["evaluate: CIFAR-10-C"] == 6 and a["profile: Keras latency + throughput"] == 3
     assert a["profile: TFLite fp16"] is None and a["stages"] == 146 and a["experiment wall"] == 300
     assert b["model"] == "b" and b["phase 2 / scratch"] == 40 and b["phase 1"] is None and b["experiment wall"] == 600

@@ -52,12 +52,13 @@ NOT_RUN = {
     'd34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 -S cifar10.size_bytes=null '
     '-S cinic10.urls=none -S weights=none -S profile.tflite=[fp32]"': "as make benchmark FRACTIONS=..., on the full "
                                                                        "CIFAR-10 (an hour)",
-    "date +%s": "the clock, for the benchmark's start (docs/performance.md, section 10)",
+    "date +%s": "the clock, for the benchmark's start and end (docs/performance.md, sections 10 and 12)",
     'make benchmark BENCHMARK_ARGS="--models basecnn mobilenetv2 efficientnetb0 densenet121 resnet50v2 '
     "-S cifar10.format=folders -S 'cifar10.urls=[<abs path>/cifar10-jpg.tar.gz]' -S cifar10.checksum=sha256:"
     'd34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965 -S cifar10.size_bytes=null '
     '-S cinic10.urls=none -S weights=none"': "as make benchmark, on the full CIFAR-10 (hours)",
     "python -m bench.stage_times --repo <clone> --start 1796462202 --out bench/results/stage_times_before.json": BENCH,
+    "python -m bench.stage_times --repo <clone> --start 1796484562 --out bench/results/stage_times_after.json": BENCH,
     "python -m bench.phase2 --size 96 --images 1024 --repeats 3": BENCH,
     "dvc exp run -n densenet121-exact <air-gapped overrides> -S model=densenet121 -S train.fine_tune.epochs=2":
         "a levers check on the full CIFAR-10 (an hour); tests/test_train.py runs the levers' route on tiny data",
