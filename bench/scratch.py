@@ -1,9 +1,10 @@
 """Benchmark: from-scratch recipes for basecnn side by side in one process, on the same images.
 
-Each --recipe is NAME[:key=value,...], overrides of params' train.scratch (values read as DVC reads params) and three bench
+Each --recipe is NAME[:key=value,...], overrides of params' train.scratch (values read as DVC reads params) and bench
 knobs: `widths=32/128/128` (basecnn's widths), `net=resnet9` (the residual network basecnn had before the
-whitened one) and `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
-did before it excluded them). Each recipe trains as the train stage trains
+whitened one), `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
+did before it excluded them) and `ema=0.9,ema_every=5` (Keras' moving average of the weights, written over them
+every 5 steps: a lookahead, as airbench's). Each recipe trains as the train stage trains
 basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
 precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
 and is scored on val and test as the stage ships it (core.models.for_deployment), single view and with flip
@@ -29,7 +30,7 @@ from core.registry import REGISTRY
 from core.runtime import keras
 
 
-KNOBS = ("widths", "decay_all", "net")
+KNOBS = ("widths", "decay_all", "net", "ema", "ema_every")
 
 
 def parse_recipe(text):
@@ -88,14 +89,23 @@ def train_one(overrides, params, data, plan):
     model, _ = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
     augment = augmenter(seed=params["seed"], **t["augment"])
     batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], t["batch_size"], seed, aug)  # noqa: E731
-    no_decay = training.NO_DECAY
+    no_decay, optimizers = training.NO_DECAY, training.OPTIMIZERS
     if overrides.get("decay_all"):
         training.NO_DECAY = []
+    if overrides.get("ema"):  # Keras' weight average, written over the weights every `ema_every` steps: a lookahead
+        def averaged(make):
+            def build(rate, weight_decay):
+                optimizer = make(rate, weight_decay)
+                return type(optimizer).from_config({**optimizer.get_config(), "use_ema": True,
+                                                    "ema_momentum": overrides["ema"],
+                                                    "ema_overwrite_frequency": overrides.get("ema_every", 5)})
+            return build
+        training.OPTIMIZERS = {name: averaged(make) for name, make in optimizers.items()}
     try:
         h, seconds, best = training.train_from_scratch(model, s, batches(data["train"], params["seed"], augment),
                                                        batches(data["val"]), t["patience"])
     finally:
-        training.NO_DECAY = no_decay
+        training.NO_DECAY, training.OPTIMIZERS = no_decay, optimizers
     out = {"train_time_s": round(seconds, 1), "epochs": len(h["loss"]), "best_epoch": best + 1,
            "params": model.count_params()}
     for tta in (False, True):

@@ -70,6 +70,8 @@ NOT_RUN = {
     "python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --repeats 3 --recipe now:epochs=4 --recipe "
     "before:net=resnet9,decay_all=true,optimizer=adamw,learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1,"
     "epochs=4": BENCH,
+    "python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe now --recipe "
+    '"lookahead:ema=0.95,ema_every=5" --out bench/results/scratch_ema_screen.json': BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
     "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
     "python -m bench.stages --repeats 3": BENCH,
