@@ -40,8 +40,8 @@ def main():
     x, y = train["x"][:args.images], train["y"][:args.images]
     augment = augmenter(seed=seed, **t["augment"])
     s = {**t["scratch"], "epochs": args.epochs}
-    model, _ = scratch_network(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, s, plan,
-                               REGISTRY["basecnn"].cpu_bfloat16, x)
+    model = scratch_network(models.build_trunk("basecnn", x.shape[1:], 32, "none"), 10, s, plan,
+                            REGISTRY["basecnn"].cpu_bfloat16, x)
     train_from_scratch(model, s, image_batches(x, y, t["batch_size"], seed, augment),
                        image_batches(val["x"][:1000], val["y"][:1000], t["batch_size"]), args.epochs)
     weights = model.get_weights()

@@ -86,7 +86,7 @@ def train_one(overrides, params, data, plan):
         trunk = models.build_trunk("basecnn", data["train"]["x"].shape[1:], 32, "none")
     finally:
         models.base_cnn = base_cnn
-    model, _ = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
+    model = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
     augment = augmenter(seed=params["seed"], **t["augment"])
     batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], t["batch_size"], seed, aug)  # noqa: E731
     no_decay, optimizers = training.NO_DECAY, training.OPTIMIZERS

@@ -123,11 +123,11 @@ def scratch_network(trunk, n_classes, scratch, plan, cpu_bfloat16, train_images)
     """The from-scratch recipe's network, untrained: `trunk` computing in `scratch["precision"]` (params'
     train.scratch; a copy only if that is not the plan's global policy, core.models.in_policy) under a new float32
     head of `scratch["units"]` with `scratch["dropout"]`, its fixed first layer (basecnn's whitening) set from
-    `train_images`. Returns (network, its dtype policy)."""
-    net, policy = in_policy(trunk, scratch["precision"], plan, cpu_bfloat16)
-    model = build_model(net, n_classes, scratch["units"], scratch["dropout"])[0]
+    `train_images`. (The policy it computes in is on the network: core.models.backbone_policy.)"""
+    model = build_model(in_policy(trunk, scratch["precision"], plan, cpu_bfloat16)[0], n_classes, scratch["units"],
+                        scratch["dropout"])[0]
     fit_whitening(model, train_images)
-    return model, policy
+    return model
 
 
 def compile_from_scratch(model, scratch, steps_per_epoch):

@@ -118,7 +118,7 @@ def from_scratch(trunk, params, data, n_classes, features_dir, images, log, job,
     (train.scratch.precision; the head stays float32). Returns (trained model, {"scratch": (history, best
     epoch)}, "scratch", metrics, conditions: none beyond the shipped model's compute_dtype)."""
     t, s = params["train"], params["train"]["scratch"]
-    model, _ = scratch_network(trunk, n_classes, s, job.plan, job.entry.cpu_bfloat16, data["train"]["x"])
+    model = scratch_network(trunk, n_classes, s, job.plan, job.entry.cpu_bfloat16, data["train"]["x"])
     h, seconds, best = train_from_scratch(
         model, s, images(data["train"], job.seed, True, repeats), images(data["val"]), t["patience"],
         [log, StopOnNaN("train.scratch.learning_rate", "scratch")])
