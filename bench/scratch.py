@@ -3,9 +3,9 @@
 Each --recipe is NAME[:key=value,...], overrides of params' train.scratch (values read as DVC reads params) and bench
 knobs: `widths=32/128/128` (basecnn's widths), `net=resnet9` (the residual network basecnn had before the
 whitened one), `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
-did before it excluded them) and `ema=0.9,ema_every=5` (Keras' moving average of the weights, written over them
-every 5 steps: a lookahead, as airbench's). Each recipe trains as the train stage trains
-basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
+did before it excluded them), `ema=0.9,ema_every=5` (Keras' moving average of the weights, written over them
+every 5 steps: a lookahead, as airbench's) and `batch_size=512` (train.batch_size for this recipe). Each recipe
+trains as the train stage trains basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
 precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
 and is scored on val and test as the stage ships it (core.models.for_deployment), single view and with flip
 TTA. After the data stage (data/cifar10):
@@ -14,10 +14,12 @@ TTA. After the data stage (data/cifar10):
       learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1 [--fraction 0.25] [--repeats 1]
 """
 import argparse
+import contextlib
 import functools
 import json
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from core.registry import REGISTRY
 from core.runtime import keras
 
 
-KNOBS = ("widths", "decay_all", "net", "ema", "ema_every")
+KNOBS = ("widths", "decay_all", "net", "ema", "ema_every", "batch_size")
 
 
 def parse_recipe(text):
@@ -74,38 +76,39 @@ def resnet9_cnn(include_top=False, weights=None, input_shape=(32, 32, 3), widths
     return keras.Model(inputs, x, name="basecnn")
 
 
+def lookahead(make, momentum, every):
+    """An optimizer factory like `make` whose optimizer keeps Keras' moving average of the weights and writes it
+    over them every `every` steps."""
+    def build(rate, weight_decay):
+        optimizer = make(rate, weight_decay)
+        return type(optimizer).from_config({**optimizer.get_config(), "use_ema": True, "ema_momentum": momentum,
+                                            "ema_overwrite_frequency": every})
+    return build
+
+
 def train_one(overrides, params, data, plan):
     """One recipe trained and scored: its figures and training time."""
     t = params["train"]
     s = {**t["scratch"], **{k: v for k, v in overrides.items() if k not in KNOBS}}
+    batch_size = overrides.get("batch_size", t["batch_size"])
     keras.utils.set_random_seed(params["seed"])
-    base_cnn = models.base_cnn  # the registry's constructor, looked up when the trunk is built
-    net = resnet9_cnn if overrides.get("net") == "resnet9" else base_cnn
-    models.base_cnn = functools.partial(net, **({"widths": tuple(overrides["widths"])} if "widths" in overrides else {}))
-    try:
-        trunk = models.build_trunk("basecnn", data["train"]["x"].shape[1:], 32, "none")
-    finally:
-        models.base_cnn = base_cnn
-    model = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
+    net = resnet9_cnn if overrides.get("net") == "resnet9" else models.base_cnn
+    if "widths" in overrides:
+        net = functools.partial(net, widths=tuple(overrides["widths"]))
     augment = augmenter(seed=params["seed"], **t["augment"])
-    batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], t["batch_size"], seed, aug)  # noqa: E731
-    no_decay, optimizers = training.NO_DECAY, training.OPTIMIZERS
-    if overrides.get("decay_all"):
-        training.NO_DECAY = []
-    if overrides.get("ema"):  # Keras' weight average, written over the weights every `ema_every` steps: a lookahead
-        def averaged(make):
-            def build(rate, weight_decay):
-                optimizer = make(rate, weight_decay)
-                return type(optimizer).from_config({**optimizer.get_config(), "use_ema": True,
-                                                    "ema_momentum": overrides["ema"],
-                                                    "ema_overwrite_frequency": overrides.get("ema_every", 5)})
-            return build
-        training.OPTIMIZERS = {name: averaged(make) for name, make in optimizers.items()}
-    try:
+    batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], batch_size, seed, aug)  # noqa: E731
+    with contextlib.ExitStack() as patches:  # the stage's own functions, with the knobs patched in while they run
+        patches.enter_context(mock.patch.object(models, "base_cnn", net))  # the registry looks it up by name
+        if overrides.get("decay_all"):
+            patches.enter_context(mock.patch.object(training, "NO_DECAY", []))
+        if overrides.get("ema"):
+            patches.enter_context(mock.patch.object(training, "OPTIMIZERS", {
+                name: lookahead(make, overrides["ema"], overrides.get("ema_every", 5))
+                for name, make in training.OPTIMIZERS.items()}))
+        trunk = models.build_trunk("basecnn", data["train"]["x"].shape[1:], 32, "none")
+        model = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
         h, seconds, best = training.train_from_scratch(model, s, batches(data["train"], params["seed"], augment),
                                                        batches(data["val"]), t["patience"])
-    finally:
-        training.NO_DECAY, training.OPTIMIZERS = no_decay, optimizers
     out = {"train_time_s": round(seconds, 1), "epochs": len(h["loss"]), "best_epoch": best + 1,
            "params": model.count_params()}
     for tta in (False, True):

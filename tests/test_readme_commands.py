@@ -72,6 +72,8 @@ NOT_RUN = {
     "epochs=4": BENCH,
     "python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe now --recipe "
     '"lookahead:ema=0.95,ema_every=5" --out bench/results/scratch_ema_screen.json': BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe now --recipe "wide6:epochs=6,'
+    'widths=64/256/256" --recipe "mid10:epochs=10,widths=48/192/192" --out bench/results/scratch_width_screen.json': BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
     "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
     "python -m bench.stages --repeats 3": BENCH,
