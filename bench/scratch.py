@@ -4,8 +4,8 @@ Each --recipe is NAME[:key=value,...], overrides of params' train.scratch (value
 knobs: `widths=32/128/128` (basecnn's widths), `net=resnet9` (the residual network basecnn had before the
 whitened one), `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
 did before it excluded them), `ema=0.9,ema_every=5` (Keras' moving average of the weights, written over them
-every 5 steps: a lookahead, as airbench's) and `batch_size=512` (train.batch_size for this recipe). Each recipe
-trains as the train stage trains basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
+every 5 steps: a lookahead, as airbench's), `batch_size=512` and `translate=0.0625` (any of train.augment's keys)
+for this recipe. Each recipe trains as the train stage trains basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
 precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
 and is scored on val and test as the stage ships it (core.models.for_deployment), single view and with flip
 TTA. After the data stage (data/cifar10):
@@ -32,7 +32,8 @@ from core.registry import REGISTRY
 from core.runtime import keras
 
 
-KNOBS = ("widths", "decay_all", "net", "ema", "ema_every", "batch_size")
+AUGMENT = ("flip", "translate", "rotation", "zoom")
+KNOBS = ("widths", "decay_all", "net", "ema", "ema_every", "batch_size", *AUGMENT)
 
 
 def parse_recipe(text):
@@ -95,7 +96,7 @@ def train_one(overrides, params, data, plan):
     net = resnet9_cnn if overrides.get("net") == "resnet9" else models.base_cnn
     if "widths" in overrides:
         net = functools.partial(net, widths=tuple(overrides["widths"]))
-    augment = augmenter(seed=params["seed"], **t["augment"])
+    augment = augmenter(seed=params["seed"], **{**t["augment"], **{k: overrides[k] for k in AUGMENT if k in overrides}})
     batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], batch_size, seed, aug)  # noqa: E731
     with contextlib.ExitStack() as patches:  # the stage's own functions, with the knobs patched in while they run
         patches.enter_context(mock.patch.object(models, "base_cnn", net))  # the registry looks it up by name

@@ -65,6 +65,9 @@ NOT_RUN = {
     "dvc exp run -n densenet121-lever <the same> -S train.fine_tune.views=2 -S train.fine_tune.precision=auto "
     "-S features.precision=auto": "as the exact run above",
     "python -m bench.levers --exact densenet121-exact --lever densenet121-lever": BENCH,
+    "dvc exp run -n densenet121-views1 <air-gapped overrides> -S model=densenet121 -S train.fine_tune.views=1":
+        "as the exact run above, in the clone of the five-model benchmark",
+    "python -m bench.levers --repo <clone> --exact densenet121 --lever densenet121-views1": BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --recipe "new:net=whitened,optimizer=sgd,learning_rate=0.2,'
     'weight_decay=0.005,label_smoothing=0.2" --recipe "today:decay_all=true"': BENCH,
     "python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --repeats 3 --recipe now:epochs=4 --recipe "
@@ -74,6 +77,8 @@ NOT_RUN = {
     '"lookahead:ema=0.95,ema_every=5" --out bench/results/scratch_ema_screen.json': BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe now --recipe "wide6:epochs=6,'
     'widths=64/256/256" --recipe "mid10:epochs=10,widths=48/192/192" --out bench/results/scratch_width_screen.json': BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe "t2:translate=0.0625" --recipe '
+    '"b256:batch_size=256,learning_rate=0.4" --out bench/results/scratch_augment_batch_screen.json': BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
     "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
     "python -m bench.stages --repeats 3": BENCH,
