@@ -5,10 +5,10 @@ knobs: `widths=32/128/128` (basecnn's widths), `net=resnet9` (the residual netwo
 whitened one), `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
 did before it excluded them), `ema=0.9,ema_every=5` (Keras' moving average of the weights, written over them
 every 5 steps: a lookahead, as airbench's), `batch_size=512` and `translate=0.0625` (any of train.augment's keys)
-for this recipe. Each recipe trains as the train stage trains basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
-precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
-and is scored on val and test as the stage ships it (core.models.for_deployment), single view and with flip
-TTA. After the data stage (data/cifar10):
+for this recipe. Each recipe trains as the train stage trains basecnn (core.training.scratch_network and
+train_from_scratch, the stage's augmentation and batches, its precision rule), the recipes alternated `--repeats`
+times so that a slower spell of the machine hits all alike, and is scored on val and test as the stage ships it
+(core.models.for_deployment), single view and with flip TTA. After the data stage (data/cifar10):
 
   python -m bench.scratch --recipe now --recipe before:net=resnet9,decay_all=true,optimizer=adamw,\
       learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1 [--fraction 0.25] [--repeats 1]
