@@ -70,6 +70,9 @@ NOT_RUN = {
     "dvc exp run -n densenet121-views1 <air-gapped overrides> -S model=densenet121 -S train.fine_tune.views=1":
         "as the exact run above, in the clone of the five-model benchmark",
     "python -m bench.levers --repo <clone> --exact densenet121 --lever densenet121-views1": BENCH,
+    "dvc exp run -n densenet121-views1 <section 10's exact overrides> -S train.fine_tune.views=1 "
+    "-S train.fine_tune.precision=auto -S features.precision=auto": "as the exact run above",
+    "python -m bench.levers --exact densenet121-exact --lever densenet121-views1": BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --recipe "new:net=whitened,optimizer=sgd,learning_rate=0.2,'
     'weight_decay=0.005,label_smoothing=0.2" --recipe "today:decay_all=true"': BENCH,
     "python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --repeats 3 --recipe now:epochs=4 --recipe "
