@@ -4,11 +4,15 @@ Each --recipe is NAME[:key=value,...], overrides of params' train.scratch (value
 knobs: `widths=32/128/128` (basecnn's widths), `net=resnet9` (the residual network basecnn had before the
 whitened one), `decay_all=true` (weight decay on every weight, BatchNorm and biases included, as the recipe
 did before it excluded them), `ema=0.9,ema_every=5` (Keras' moving average of the weights, written over them
-every 5 steps: a lookahead, as airbench's), `batch_size=512` and `translate=0.0625` (any of train.augment's keys)
-for this recipe. Each recipe trains as the train stage trains basecnn (core.training.scratch_network and
-train_from_scratch, the stage's augmentation and batches, its precision rule), the recipes alternated `--repeats`
-times so that a slower spell of the machine hits all alike, and is scored on val and test as the stage ships it
-(core.models.for_deployment), single view and with flip TTA. After the data stage (data/cifar10):
+every 5 steps: a lookahead, as airbench's), `ramp=true` (airbench's lookahead itself: every 5 steps an average
+of all the network's weights, BatchNorm's statistics included, written over them, its decay rising as the cube of
+the share of training done to 0.95^5), `alternate=true` (airbench's alternating flip instead of a random one),
+`dirac=true` (airbench's partial identity initialisation of the 3x3 convs), `batch_size=512` and
+`translate=0.0625` (any of train.augment's keys) for this recipe. Each recipe trains as the train stage trains
+basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
+precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
+and is scored on val and test as the stage ships it (core.models.for_deployment), single view and with flip
+TTA. After the data stage (data/cifar10):
 
   python -m bench.scratch --recipe now --recipe before:net=resnet9,decay_all=true,optimizer=adamw,\
       learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1 [--fraction 0.25] [--repeats 1]
@@ -27,13 +31,13 @@ from core import hardware, models, training
 from core.contracts import load_images
 from core.io import write_json
 from core.params import load as load_params
-from core.pipeline import augmenter, image_batches
+from core.pipeline import augmenter, batched, image_batches
 from core.registry import REGISTRY
-from core.runtime import keras
+from core.runtime import keras, tf
 
 
 AUGMENT = ("flip", "translate", "rotation", "zoom")
-KNOBS = ("widths", "decay_all", "net", "ema", "ema_every", "batch_size", *AUGMENT)
+KNOBS = ("widths", "decay_all", "net", "ema", "ema_every", "ramp", "alternate", "dirac", "batch_size", *AUGMENT)
 
 
 def parse_recipe(text):
@@ -87,6 +91,56 @@ def lookahead(make, momentum, every):
     return build
 
 
+class RampedLookahead(keras.callbacks.Callback):
+    """airbench's lookahead: every `every` steps the running average of all the model's weights (BatchNorm's
+    moving statistics too, which Keras' use_ema leaves out) moves towards them with decay
+    `base` x (share of the `total_steps` done)^`power`, and is written over them."""
+
+    def __init__(self, total_steps, every=5, base=0.95 ** 5, power=3):
+        super().__init__()
+        self.total_steps, self.every, self.base, self.power = total_steps, every, base, power
+
+    def on_train_begin(self, logs=None):
+        self.average, self.step = [w.numpy() for w in self.model.weights], 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            decay = self.base * (self.step / self.total_steps) ** self.power
+            for average, weight in zip(self.average, self.model.weights):
+                average[...] = decay * average + (1 - decay) * weight.numpy()
+                weight.assign(average)
+
+
+def alternating_flip_batches(x, y, batch_size, seed, augment):
+    """image_batches' training batches with airbench's alternating flip instead of a random one: a seeded half of
+    the images is mirrored in even epochs, the other half in odd ones, so each is seen both ways every two
+    epochs. `augment` must not flip."""
+    mirrored = np.random.default_rng(seed).random(len(x)) < 0.5
+    epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+    images = tf.data.Dataset.from_tensor_slices((x, y, mirrored)).shuffle(len(x), seed=seed,
+                                                                           reshuffle_each_iteration=True)
+
+    def one_pass(_):
+        odd = tf.cast(epoch.assign_add(1) % 2, tf.bool)  # once per iterator: Keras makes one per epoch
+        return images.map(lambda xi, yi, mi: (tf.where(mi != odd, tf.reverse(xi, [1]), xi), yi))
+    ds = tf.data.Dataset.from_tensors(0).flat_map(one_pass)
+    return batched(ds.apply(tf.data.experimental.assert_cardinality(len(x))), batch_size, augment)
+
+
+def identity_init(model):
+    """airbench's partial identity initialisation: in each 3x3 conv of the backbone, the first min(in, out)
+    filters start as a Dirac kernel, filter i passing input channel i through (an implicit residual at the
+    start); the other filters keep their random initialisation."""
+    for layer in model.get_layer(models.BACKBONE).layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3):
+            kernel = layer.kernel.numpy()
+            n = min(kernel.shape[2:])
+            kernel[..., :n] = 0.0
+            kernel[1, 1, np.arange(n), np.arange(n)] = 1.0
+            layer.kernel.assign(kernel)
+
+
 def train_one(overrides, params, data, plan):
     """One recipe trained and scored: its figures and training time."""
     t = params["train"]
@@ -96,7 +150,9 @@ def train_one(overrides, params, data, plan):
     net = resnet9_cnn if overrides.get("net") == "resnet9" else models.base_cnn
     if "widths" in overrides:
         net = functools.partial(net, widths=tuple(overrides["widths"]))
-    augment = augmenter(seed=params["seed"], **{**t["augment"], **{k: overrides[k] for k in AUGMENT if k in overrides}})
+    augment = {**t["augment"], **{k: overrides[k] for k in AUGMENT if k in overrides}}
+    alternate = overrides.get("alternate") and augment["flip"]
+    augment = augmenter(seed=params["seed"], **{**augment, "flip": augment["flip"] and not alternate})
     batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], batch_size, seed, aug)  # noqa: E731
     with contextlib.ExitStack() as patches:  # the stage's own functions, with the knobs patched in while they run
         patches.enter_context(mock.patch.object(models, "base_cnn", net))  # the registry looks it up by name
@@ -108,8 +164,12 @@ def train_one(overrides, params, data, plan):
                 for name, make in training.OPTIMIZERS.items()}))
         trunk = models.build_trunk("basecnn", data["train"]["x"].shape[1:], 32, "none")
         model = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
-        h, seconds, best = training.train_from_scratch(model, s, batches(data["train"], params["seed"], augment),
-                                                       batches(data["val"]), t["patience"])
+        if overrides.get("dirac"):
+            identity_init(model)
+        train = alternating_flip_batches(data["train"]["x"], data["train"]["y"], batch_size, params["seed"], augment) \
+            if alternate else batches(data["train"], params["seed"], augment)
+        callbacks = [RampedLookahead(s["epochs"] * int(train.cardinality()))] if overrides.get("ramp") else []
+        h, seconds, best = training.train_from_scratch(model, s, train, batches(data["val"]), t["patience"], callbacks)
     out = {"train_time_s": round(seconds, 1), "epochs": len(h["loss"]), "best_epoch": best + 1,
            "params": model.count_params()}
     for tta in (False, True):

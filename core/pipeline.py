@@ -55,7 +55,13 @@ def image_batches(x, y, batch_size, shuffle_seed=None, augment=None, repeats=1):
     same order. `repeats` passes over the images per epoch, each pass shuffled
     (and augmented) afresh. The source arrays are never modified.
     """
-    ds = _shuffled(tf.data.Dataset.from_tensor_slices((x, y)), len(x), shuffle_seed, repeats)
+    return batched(_shuffled(tf.data.Dataset.from_tensor_slices((x, y)), len(x), shuffle_seed, repeats), batch_size,
+                   augment)
+
+
+def batched(ds, batch_size, augment=None):
+    """image_batches' second half: a dataset of (uint8 image, label) pairs in batches, augmented if asked (rounded
+    back to uint8), prefetched."""
     ds = ds.batch(batch_size)
     if augment is not None:
         def augmented(xb, yb):

@@ -83,3 +83,72 @@ def test_scratch_recipes_parse_as_yaml_overrides_with_the_bench_knobs():
                                               "widths": [24, 48, 96, 192]}
     with pytest.raises(SystemExit, match="not key=value"):
         parse_recipe("x:epochs")
+
+
+def test_scratch_identity_init_passes_each_convs_first_channels_through():
+    """bench.scratch's dirac knob: every 3x3 conv of basecnn starts with its first min(in, out) filters passing
+    their input channel through, the rest of its filters as they were."""
+    import numpy as np
+
+    from bench.scratch import identity_init
+    from core import models
+    from core.runtime import keras, tf
+    model = models.build_model(models.build_trunk("basecnn", (32, 32, 3), 32, "none"), 10, 0, 0.0)[0]
+    convs = [layer for layer in model.get_layer(models.BACKBONE).layers
+             if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3)]
+    before = [layer.kernel.numpy() for layer in convs]
+    identity_init(model)
+    assert len(convs) == 6
+    rng = np.random.default_rng(0)
+    for layer, old in zip(convs, before):
+        kernel = layer.kernel.numpy()
+        n = min(kernel.shape[2:])
+        x = rng.normal(size=(1, 5, 5, kernel.shape[2])).astype("float32")
+        y = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
+        np.testing.assert_allclose(y[..., :n], x[..., :n], atol=1e-6)
+        np.testing.assert_array_equal(kernel[..., n:], old[..., n:])
+
+
+def test_scratch_ramped_lookahead_averages_every_weight_with_a_rising_decay():
+    """bench.scratch's ramp knob: every 5th step each weight, BatchNorm's moving statistics included, becomes
+    decay x its average + (1 - decay) x itself, decay = 0.95^5 x (share of steps done)^3."""
+    import numpy as np
+
+    from bench.scratch import RampedLookahead
+    from core.runtime import keras
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    lookahead = RampedLookahead(total_steps=10)
+    lookahead.set_model(model)
+    lookahead.on_train_begin()
+    start = [w.numpy() for w in model.weights]
+    for step in range(1, 11):
+        for w in model.weights:
+            w.assign(w.numpy() + 1.0)  # a "training step"
+        lookahead.on_train_batch_end(step - 1)
+        if step == 4:
+            np.testing.assert_allclose(model.weights[-1].numpy(), start[-1] + 4.0)  # no average before step 5
+    d5, d10 = 0.95 ** 5 * 0.5 ** 3, 0.95 ** 5
+    for w, w0 in zip(model.weights, start):
+        at5 = d5 * w0 + (1 - d5) * (w0 + 5.0)
+        np.testing.assert_allclose(w.numpy(), d10 * at5 + (1 - d10) * (at5 + 5.0), rtol=1e-6)
+
+
+def test_scratch_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    """bench.scratch's alternate knob: each epoch holds every image once, and an image mirrored in one epoch is
+    not in the next (and is again in the one after), a seeded half of them mirrored in the first."""
+    import numpy as np
+
+    from bench.scratch import alternating_flip_batches
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    ds = alternating_flip_batches(x, np.arange(10), 4, seed=3, augment=None)
+    assert int(ds.cardinality()) == 3
+    mirrored = []
+    for _ in range(3):
+        seen = {int(i): image for xb, yb in ds for image, i in zip(xb.numpy(), yb.numpy())}
+        assert sorted(seen) == list(range(10))
+        for i, image in seen.items():
+            assert np.array_equal(image, x[i]) or np.array_equal(image, x[i][:, ::-1])
+        mirrored.append(np.array([not np.array_equal(seen[i], x[i]) for i in range(10)]))
+    assert 0 < mirrored[0].sum() < 10
+    assert np.array_equal(mirrored[1], ~mirrored[0]) and np.array_equal(mirrored[2], mirrored[0])
