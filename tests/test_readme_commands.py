@@ -61,6 +61,10 @@ NOT_RUN = {
     "python -m bench.stage_times --repo <clone> --start 1796484562 --out bench/results/stage_times_after.json": BENCH,
     'make benchmark BENCHMARK_ARGS="<section 12\'s>"': "section 12's five-model benchmark again, with one cached view",
     "python -m bench.stage_times --repo <clone> --start 1796497015 --out bench/results/stage_times_views1.json": BENCH,
+    'make benchmark BENCHMARK_ARGS="--models resnet50v2 <section 10\'s overrides>"':
+        "section 10's benchmark on the code before the levers, ResNet50V2 alone (about 65 min)",
+    "python -m bench.stage_times --repo <clone> --start 1796504687 --out "
+    "bench/results/stage_times_before_resnet50v2.json": BENCH,
     "python -m bench.phase2 --size 96 --images 1024 --repeats 3": BENCH,
     "dvc exp run -n densenet121-exact <air-gapped overrides> -S model=densenet121 -S train.fine_tune.epochs=2":
         "a levers check on the full CIFAR-10 (an hour); tests/test_train.py runs the levers' route on tiny data",
