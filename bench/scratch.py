@@ -7,7 +7,8 @@ did before it excluded them), `ema=0.9,ema_every=5` (Keras' moving average of th
 every 5 steps: a lookahead, as airbench's), `ramp=true` (airbench's lookahead itself: every 5 steps an average
 of all the network's weights, BatchNorm's statistics included, written over them, its decay rising as the cube of
 the share of training done to 0.95^5), `alternate=true` (airbench's alternating flip instead of a random one),
-`dirac=true` (airbench's partial identity initialisation of the 3x3 convs), `batch_size=512` and
+`dirac=true` (airbench's partial identity initialisation of the 3x3 convs), `seed=43` (params' seed: the
+initialisation, shuffling and augmentation; the images stay the same), `batch_size=512` and
 `translate=0.0625` (any of train.augment's keys) for this recipe. Each recipe trains as the train stage trains
 basecnn (core.training.scratch_network and train_from_scratch, the stage's augmentation and batches, its
 precision rule), the recipes alternated `--repeats` times so that a slower spell of the machine hits all alike,
@@ -37,7 +38,8 @@ from core.runtime import keras, tf
 
 
 AUGMENT = ("flip", "translate", "rotation", "zoom")
-KNOBS = ("widths", "decay_all", "net", "ema", "ema_every", "ramp", "alternate", "dirac", "batch_size", *AUGMENT)
+KNOBS = ("seed", "widths", "decay_all", "net", "ema", "ema_every", "ramp", "alternate", "dirac", "batch_size",
+         *AUGMENT)
 
 
 def parse_recipe(text):
@@ -146,13 +148,14 @@ def train_one(overrides, params, data, plan):
     t = params["train"]
     s = {**t["scratch"], **{k: v for k, v in overrides.items() if k not in KNOBS}}
     batch_size = overrides.get("batch_size", t["batch_size"])
-    keras.utils.set_random_seed(params["seed"])
+    seed = overrides.get("seed", params["seed"])
+    keras.utils.set_random_seed(seed)
     net = resnet9_cnn if overrides.get("net") == "resnet9" else models.base_cnn
     if "widths" in overrides:
         net = functools.partial(net, widths=tuple(overrides["widths"]))
     augment = {**t["augment"], **{k: overrides[k] for k in AUGMENT if k in overrides}}
     alternate = overrides.get("alternate") and augment["flip"]
-    augment = augmenter(seed=params["seed"], **{**augment, "flip": augment["flip"] and not alternate})
+    augment = augmenter(seed=seed, **{**augment, "flip": augment["flip"] and not alternate})
     batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], batch_size, seed, aug)  # noqa: E731
     with contextlib.ExitStack() as patches:  # the stage's own functions, with the knobs patched in while they run
         patches.enter_context(mock.patch.object(models, "base_cnn", net))  # the registry looks it up by name
@@ -166,8 +169,8 @@ def train_one(overrides, params, data, plan):
         model = training.scratch_network(trunk, 10, s, plan, REGISTRY["basecnn"].cpu_bfloat16, data["train"]["x"])
         if overrides.get("dirac"):
             identity_init(model)
-        train = alternating_flip_batches(data["train"]["x"], data["train"]["y"], batch_size, params["seed"], augment) \
-            if alternate else batches(data["train"], params["seed"], augment)
+        train = alternating_flip_batches(data["train"]["x"], data["train"]["y"], batch_size, seed, augment) \
+            if alternate else batches(data["train"], seed, augment)
         callbacks = [RampedLookahead(s["epochs"] * int(train.cardinality()))] if overrides.get("ramp") else []
         h, seconds, best = training.train_from_scratch(model, s, train, batches(data["val"]), t["patience"], callbacks)
     out = {"train_time_s": round(seconds, 1), "epochs": len(h["loss"]), "best_epoch": best + 1,

@@ -88,6 +88,13 @@ NOT_RUN = {
     'widths=64/256/256" --recipe "mid10:epochs=10,widths=48/192/192" --out bench/results/scratch_width_screen.json': BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe "t2:translate=0.0625" --recipe '
     '"b256:batch_size=256,learning_rate=0.4" --out bench/results/scratch_augment_batch_screen.json': BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe now --recipe "dirac:dirac=true" '
+    '--recipe "alternate:alternate=true" --recipe "ramp:ramp=true" --out bench/results/scratch_airbench_screen.json':
+        BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --recipe now --recipe "alternate:alternate=true" '
+    "--out bench/results/scratch_alternate_full.json": BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe "seed43:seed=43" '
+    '--recipe "seed44:seed=44" --out bench/results/scratch_seed_screen.json': BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
     "python -m bench.frozen_phase --model resnet50v2 --size 32 --train 5000 --val 1000 --epochs 10 --repeats 3": BENCH,
     "python -m bench.stages --repeats 3": BENCH,
