@@ -156,7 +156,10 @@ def train_one(overrides, params, data, plan):
     augment = {**t["augment"], **{k: overrides[k] for k in AUGMENT if k in overrides}}
     alternate = overrides.get("alternate") and augment["flip"]
     augment = augmenter(seed=seed, **{**augment, "flip": augment["flip"] and not alternate})
-    batches = lambda d, seed=None, aug=None: image_batches(d["x"], d["y"], batch_size, seed, aug)  # noqa: E731
+
+    def batches(d, shuffle_seed=None, aug=None):
+        return image_batches(d["x"], d["y"], batch_size, shuffle_seed, aug)
+
     with contextlib.ExitStack() as patches:  # the stage's own functions, with the knobs patched in while they run
         patches.enter_context(mock.patch.object(models, "base_cnn", net))  # the registry looks it up by name
         if overrides.get("decay_all"):
