@@ -30,6 +30,7 @@ import numpy as np
 
 from core import hardware, models, training
 from core.contracts import load_images
+from core.data import balanced_subset
 from core.io import write_json
 from core.params import load as load_params
 from core.pipeline import augmenter, batched, image_batches
@@ -57,12 +58,11 @@ def parse_recipe(text):
 
 
 def subset(data, fraction, seed):
-    """A seeded share of each class (the whole set at 1)."""
+    """A seeded share of each class (the whole set at 1): core.data.balanced_subset's images, as many of each
+    class as `fraction` of the rarest."""
     if fraction >= 1:
         return data
-    rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(data["y"] == c))[:round(fraction * np.sum(data["y"] == c))]
-                                   for c in np.unique(data["y"])]))
+    keep = balanced_subset(data["y"], round(fraction * np.bincount(data["y"]).min()), seed, "--fraction")
     return {"x": data["x"][keep], "y": data["y"][keep]}
 
 

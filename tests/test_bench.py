@@ -85,6 +85,21 @@ def test_scratch_recipes_parse_as_yaml_overrides_with_the_bench_knobs():
         parse_recipe("x:epochs")
 
 
+def test_scratch_subset_keeps_the_same_seeded_share_of_every_class():
+    """bench.scratch.subset: fraction x the rarest class's count of each class, the same images for the same seed
+    (in the data's order), others for another; the whole set at 1."""
+    from bench.scratch import subset
+    y = np.repeat(np.arange(4), [40, 40, 40, 50])
+    data = {"x": np.arange(len(y)) * 10, "y": y}
+    part = subset(data, 0.25, 7)
+    assert np.bincount(part["y"]).tolist() == [10, 10, 10, 10]
+    assert np.all(np.diff(part["x"]) > 0) and np.all(part["x"] // 10 < len(y))
+    assert np.array_equal(part["y"], y[part["x"] // 10])  # images stay with their labels
+    assert np.array_equal(subset(data, 0.25, 7)["x"], part["x"])
+    assert not np.array_equal(subset(data, 0.25, 8)["x"], part["x"])
+    assert subset(data, 1.0, 7) is data
+
+
 def test_scratch_identity_init_passes_each_convs_first_channels_through():
     """bench.scratch's dirac knob: every 3x3 conv of basecnn starts with its first min(in, out) filters passing
     their input channel through, the rest of its filters as they were."""

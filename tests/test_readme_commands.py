@@ -93,6 +93,12 @@ NOT_RUN = {
         BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --recipe now --recipe "alternate:alternate=true" '
     "--out bench/results/scratch_alternate_full.json": BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe "now:epochs=2" --recipe '
+    '"wide512:epochs=2,widths=64/256/256,batch_size=512" --recipe "narrow512:epochs=2,batch_size=512" --recipe '
+    '"wide1024:epochs=2,widths=64/256/256,batch_size=1024" --out bench/results/scratch_width_batch_time.json': BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --recipe "wide7:epochs=7,widths=64/256/256" --recipe '
+    '"mid10:epochs=10,widths=48/192/192" --out bench/results/scratch_width_full.json': BENCH,
+    "python -m bench.gemm_peak": BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe "seed43:seed=43" '
     '--recipe "seed44:seed=44" --out bench/results/scratch_seed_screen.json': BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
