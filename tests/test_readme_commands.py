@@ -99,6 +99,12 @@ NOT_RUN = {
     'python -m bench.scratch --data <clone>/data/cifar10 --recipe "wide7:epochs=7,widths=64/256/256" --recipe '
     '"mid10:epochs=10,widths=48/192/192" --out bench/results/scratch_width_full.json': BENCH,
     "python -m bench.gemm_peak": BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --recipe now --recipe "before:net=resnet9,decay_all=true,'
+    'optimizer=adamw,learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1" --out '
+    'bench/results/scratch_side_by_side.json': BENCH,
+    'python -m bench.scratch --data <clone>/data/cifar10 --recipe "now14:epochs=14" --recipe "before:net=resnet9,'
+    'decay_all=true,optimizer=adamw,learning_rate=0.003,weight_decay=0.0005,label_smoothing=0.1" --out '
+    'bench/results/scratch_side_by_side_14.json': BENCH,
     'python -m bench.scratch --data <clone>/data/cifar10 --fraction 0.25 --recipe "seed43:seed=43" '
     '--recipe "seed44:seed=44" --out bench/results/scratch_seed_screen.json': BENCH,
     "python -m bench.input_pipeline --size 96 --images 1024 --repeats 3": BENCH,
